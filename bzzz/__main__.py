@@ -1,0 +1,3 @@
+from bzzz.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""Typed messages in and out of the gossipsub topics, with counters for every verdict.
+
+The bus is the door of go-libp2p-pubsub's validation pipeline: its `admit` runs as the topic
+validator inside libp2p, so a refused message is neither delivered nor forwarded, and counted by
+reason. Handlers only ever see `Message` objects that passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from bzzz import messages
+from bzzz.messages import Data, Message, MessageType, Reason, Rejection
+from bzzz.p2p import Host, Incoming
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[Message], None]
+
+# Delivery delays (receive time minus the sender's timestamp) of the latest admitted messages.
+DELAY_WINDOW = 1024
+
+
+class MessageBus:
+    def __init__(
+        self,
+        own_id: str,
+        max_skew: float,
+        allow_peers: Collection[str] = (),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.own_id = own_id
+        self._max_skew = max_skew
+        self._allow = frozenset(allow_peers)
+        self._clock = clock
+        self._host: Host | None = None
+        self._handlers: dict[MessageType | None, list[Handler]] = defaultdict(list)
+        self._topic_counts: dict[str, Counter[str]] = {t: Counter() for t in messages.TOPICS}
+        self._reasons: Counter[str] = Counter()
+        self._handler_errors = 0
+        self._delays: deque[float] = deque(maxlen=DELAY_WINDOW)
+
+    def admitters(self) -> dict[str, Callable[[Incoming], Message | None]]:
+        """The validator of each topic, for the host to install."""
+        return {topic: self.admit for topic in messages.TOPICS}
+
+    def attach(self, host: Host) -> None:
+        self._host = host
+
+    # ---- inbound ---------------------------------------------------------------------------
+
+    def admit(self, incoming: Incoming) -> Message | None:
+        """Decode and check one message; count the verdict. Never raises."""
+        try:
+            now = self._clock()
+            if self._allow and incoming.signer not in self._allow:
+                verdict: Message | Rejection = Rejection(Reason.NOT_ALLOWED, incoming.signer)
+            else:
+                verdict = messages.decode(
+                    incoming.data,
+                    topic=incoming.topic,
+                    signer=incoming.signer,
+                    now=now,
+                    max_skew=self._max_skew,
+                )
+        except Exception as exc:  # a bug in decoding must not break the receive path
+            log.error("message_decode_failed", error=repr(exc), signer=incoming.signer)
+            verdict = Rejection(Reason.BAD_DATA, repr(exc))
+        counts = self._topic_counts[incoming.topic]
+        if isinstance(verdict, Rejection):
+            # Unknown types are a newer peer talking, not an attack: "ignored", not "rejected".
+            counts["ignored" if verdict.reason is Reason.UNKNOWN_TYPE else "rejected"] += 1
+            self._reasons[verdict.reason.value] += 1
+            log.debug(
+                "message_refused",
+                reason=verdict.reason.value,
+                detail=verdict.detail,
+                signer=incoming.signer,
+                forwarder=incoming.forwarder,
+                topic=incoming.topic,
+            )
+            return None
+        counts["accepted"] += 1
+        self._delays.append((now - verdict.timestamp).total_seconds())
+        return verdict
+
+    def on(self, msg_type: MessageType | None, handler: Handler) -> None:
+        """Call `handler` for each admitted message of `msg_type` (None: every message)."""
+        self._handlers[msg_type].append(handler)
+
+    async def run(self) -> None:
+        """Dispatch admitted messages to handlers until cancelled."""
+        assert self._host is not None
+        async with asyncio.TaskGroup() as group:
+            for topic in messages.TOPICS:
+                group.create_task(self._dispatch(self._host, topic))
+
+    async def _dispatch(self, host: Host, topic: str) -> None:
+        async for item in host.messages(topic):
+            assert isinstance(item, Message)
+            for handler in (*self._handlers[None], *self._handlers[item.type]):
+                try:
+                    handler(item)
+                except Exception:
+                    self._handler_errors += 1
+                    log.exception("message_handler_failed", type=item.type.value)
+
+    # ---- outbound --------------------------------------------------------------------------
+
+    async def publish(self, data: Data, hop_count: int = 0) -> None:
+        assert self._host is not None
+        msg_type = messages.type_of(data)
+        topic = messages.topic_of(msg_type)
+        await self._host.publish(
+            topic, messages.encode(data, sender=self.own_id, hop_count=hop_count)
+        )
+        self._topic_counts[topic]["published"] += 1
+
+    # ---- counters --------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters by topic and by refusal reason, including drops made inside the host."""
+        reasons = Counter(self._reasons)
+        dropped = 0
+        if self._host is not None:
+            host_counts = self._host.counters()
+            reasons[Reason.BAD_SIGNATURE.value] += host_counts["bad_signature"]
+            dropped = host_counts["inbound_overflow"]
+        return {
+            "topics": {
+                topic: {
+                    key: counts[key] for key in ("accepted", "rejected", "ignored", "published")
+                }
+                for topic, counts in self._topic_counts.items()
+            },
+            "rejected": {reason.value: reasons[reason.value] for reason in Reason},
+            "dropped": dropped,
+            "handler_errors": self._handler_errors,
+            "delay_ms": self._delay_percentiles(),
+        }
+
+    def _delay_percentiles(self) -> dict[str, float | int]:
+        """p50/p99 of recent delivery delays: network lag plus clock skew between peers."""
+        delays = sorted(self._delays)
+        if not delays:
+            return {"window": 0, "p50": 0.0, "p99": 0.0}
+
+        def at(q: float) -> float:
+            return round(delays[min(len(delays) - 1, int(q * len(delays)))] * 1000, 3)
+
+        return {"window": len(delays), "p50": at(0.5), "p99": at(0.99)}

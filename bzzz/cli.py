@@ -1,0 +1,281 @@
+"""The `bzzz` command: `run` is the daemon; the rest are thin clients or offline tools.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or config error, 3 no daemon answering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bzzz import __version__
+from bzzz import config as config_module
+from bzzz.config import ConfigError, LoadedConfig
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NO_DAEMON = 3
+
+
+def _error(message: str) -> None:
+    print(f"bzzz: {message}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace) -> LoadedConfig:
+    return config_module.load(args.config)
+
+
+# ---- the daemon -----------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    # Imported here: the client commands need not pay for importing libp2p.
+    from bzzz import logs
+    from bzzz.control import AlreadyRunning
+    from bzzz.node import Node
+    from bzzz.p2p import IdentityError, load_or_create
+    from bzzz.p2p.identity import key_file_too_open
+
+    node_config = loaded.config.node
+    logs.configure(
+        args.log_level or node_config.log_level,
+        args.log_format or node_config.log_format,
+        os.environ,
+    )
+    import structlog
+
+    log = structlog.get_logger("bzzz")
+    try:
+        identity, created = load_or_create(loaded.paths.state_dir)
+    except (IdentityError, OSError) as exc:
+        log.error("identity_unavailable", error=str(exc))
+        return EXIT_FAILURE
+    if created:
+        log.info("identity_created", peer_id=identity.peer_id, path=str(identity.path))
+    elif key_file_too_open(identity):
+        log.warning("identity_key_file_too_open", path=str(identity.path), expected_mode="0600")
+
+    async def main() -> None:
+        await Node(loaded, identity, os.environ).run()
+
+    try:
+        asyncio.run(main())
+    except Exception as exc:
+        for failure in _leaves(exc):
+            # Operational faults (a taken port, a second daemon) need one clear line, bugs a
+            # traceback.
+            expected = isinstance(failure, OSError | AlreadyRunning)
+            log.error(
+                "node_failed",
+                error=f"{type(failure).__name__}: {failure}",
+                exc_info=None if expected else failure,
+            )
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+# ---- offline tools --------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    from bzzz.p2p import IdentityError, load_or_create
+
+    try:
+        identity, created = load_or_create(loaded.paths.state_dir)
+    except (IdentityError, OSError) as exc:
+        _error(str(exc))
+        return EXIT_FAILURE
+    if args.json:
+        _print_json({"peer_id": identity.peer_id, "path": str(identity.path), "created": created})
+    else:
+        verb = "created" if created else "exists"
+        print(f"{identity.peer_id}\n(key {verb}: {identity.path})")
+    return EXIT_OK
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    loaded = config_module.load(args.path or args.config)
+    source = loaded.source or f"{config_module.DEFAULT_CONFIG_PATH} (absent: all defaults)"
+    if args.json:
+        _print_json({"ok": True, "source": str(source), "config": loaded.config.model_dump()})
+    else:
+        print(f"ok: {source}")
+    return EXIT_OK
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(__version__)
+    return EXIT_OK
+
+
+# ---- clients of the control socket ----------------------------------------------------------
+
+
+def _ask(args: argparse.Namespace, command: str) -> Any:
+    from bzzz import control
+
+    return control.request(_load(args).paths.control_socket, command)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = _ask(args, "status")
+    if args.json:
+        _print_json(status)
+        return EXIT_OK
+    print(f"peer id:    {status['peer_id']}")
+    print(f"agent id:   {status['agent_id']}")
+    print(f"version:    {status['version']}")
+    print(f"network:    {status['network_id']}")
+    print(f"uptime:     {_duration(status['uptime_s'])}")
+    for i, addr in enumerate(status["listen"]):
+        print(f"{'listen:' if i == 0 else '':<12}{addr}")
+    connected = sum(p["connected"] for p in status["peers"])
+    print(f"peers:      {connected} connected, {len(status['peers'])} known")
+    if status["peers"]:
+        _print_peer_table(status["peers"])
+    stats = status["messages"]
+    print("messages:")
+    for topic, counts in stats["topics"].items():
+        print(f"  {topic:<30} " + " ".join(f"{k}={v}" for k, v in counts.items()))
+    refused = {k: v for k, v in stats["rejected"].items() if v}
+    print(
+        "  refused:  "
+        + (" ".join(f"{k}={v}" for k, v in refused.items()) if refused else "none")
+        + f"  dropped={stats['dropped']}"
+    )
+    return EXIT_OK
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    peers = _ask(args, "peers")
+    if args.json:
+        _print_json(peers)
+    elif peers:
+        _print_peer_table(peers)
+    else:
+        print("no peers")
+    return EXIT_OK
+
+
+def _print_peer_table(peers: list[dict[str, Any]]) -> None:
+    rows = [("PEER", "AGENT", "CAPABILITIES", "STATUS", "LAST SEEN", "STATE")]
+    for p in peers:
+        state = "stale" if p["stale"] else "connected" if p["connected"] else "disconnected"
+        rows.append(
+            (
+                p["peer_id"],
+                p["agent_id"] or "-",
+                ",".join(p["capabilities"]) or "-",
+                p["status"],
+                f"{_duration(p['last_seen_s'])} ago",
+                state,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    return f"{hours // 24}d{hours % 24:02d}h"
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, default=str)
+    print()
+
+
+# ---- argument parsing -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bzzz", description=__doc__)
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"config file (default: $BZZZ_CONFIG, else {config_module.DEFAULT_CONFIG_PATH})",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str,
+        handler: Callable[[argparse.Namespace], int],
+        help: str,
+        json_flag: bool = False,
+        parent: Any = commands,
+    ) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        if json_flag:
+            sub.add_argument("--json", action="store_true", help="machine-readable output")
+        return sub
+
+    run = add("run", cmd_run, "run the daemon in the foreground")
+    run.add_argument("--log-format", choices=["console", "json"], help="override node.log_format")
+    run.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="override node.log_level"
+    )
+    add("status", cmd_status, "show the running node's state", json_flag=True)
+    add("peers", cmd_peers, "show the running node's peer table", json_flag=True)
+    add("init", cmd_init, "create the node key (if missing) and print the peer id", json_flag=True)
+    add("version", cmd_version, "print the version")
+    config_parser = commands.add_parser("config", help="configuration tools")
+    config_commands = config_parser.add_subparsers(
+        dest="config_command", required=True, metavar="COMMAND"
+    )
+    check = add(
+        "check",
+        cmd_config_check,
+        "validate a config file without starting",
+        json_flag=True,
+        parent=config_commands,
+    )
+    check.add_argument("path", nargs="?", help="file to check (default: as `bzzz run` would)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from bzzz.control import ControlError, NoDaemon
+
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            _error(problem)
+        return EXIT_USAGE
+    except NoDaemon as exc:
+        _error(str(exc))
+        return EXIT_NO_DAEMON
+    except ControlError as exc:
+        _error(str(exc))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `bzzz status | head`
+        sys.stderr.close()
+        return EXIT_OK
+    return code

@@ -1,0 +1,275 @@
+"""The configuration file: TOML, validated by pydantic, with a default for every key.
+
+Loaded once at start and passed down; nothing else reads the config file or the environment for
+settings. A broken file is reported as one line per problem naming the file, the key and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import multiaddr
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG_PATH = Path("/etc/bzzz/config.toml")
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class NodeConfig(_Section):
+    agent_id: str = ""
+    capabilities: list[str] = ["general"]
+    models: list[str] = []
+    specialization: str = ""
+    state_dir: str = ""
+    runtime_dir: str = ""
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+def _check_multiaddr(value: str) -> str:
+    try:
+        multiaddr.Multiaddr(value)
+    except Exception as exc:  # the multiaddr library raises several unrelated types
+        raise ValueError(f"not a multiaddr: {exc}") from None
+    return value
+
+
+class P2PConfig(_Section):
+    listen: list[str] = ["/ip4/0.0.0.0/tcp/4001", "/ip6/::/tcp/4001"]
+    bootstrap_peers: list[str] = []
+    network_id: str = Field(default="bzzz", min_length=1)
+    capability_interval: PositiveSeconds = 30
+    allow_peers: list[str] = []
+    # Added: envelopes whose timestamp is further than this from our clock are refused, which
+    # also bounds how long a replayed message could be accepted.
+    max_clock_skew: PositiveSeconds = 120
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_addrs(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _check_multiaddr(value)
+            if "/tcp/" not in value:
+                raise ValueError(f"{value!r}: only TCP listen addresses are supported")
+        return values
+
+    @field_validator("bootstrap_peers")
+    @classmethod
+    def _bootstrap_addrs(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _check_multiaddr(value)
+            if "/p2p/" not in value:
+                raise ValueError(f"{value!r}: needs a /p2p/<peer id> part")
+        return values
+
+
+class MdnsConfig(_Section):
+    enabled: bool = True
+    service_tag: str = Field(default="bzzz-peer-discovery", min_length=1)
+    interfaces: list[str] = []
+
+
+class GithubConfig(_Section):
+    repositories: list[Annotated[str, Field(pattern=r"^[\w.-]+/[\w.-]+$")]] = []
+    base_url: str = "https://api.github.com"
+    token_file: str = ""
+    poll_interval: PositiveSeconds = 30
+    task_label: str = "bzzz-task"
+    in_progress_label: str = "in-progress"
+    completed_label: str = "completed"
+    max_tasks: int = Field(default=3, ge=1)
+    lease_timeout: PositiveSeconds = 600
+
+
+class ExecutorConfig(_Section):
+    kind: Literal["command", "llm"] = "command"
+    command: list[str] = []
+    timeout: PositiveSeconds = 3600
+    clone: bool = False
+
+
+class AuditlogConfig(_Section):
+    fsync: Literal["always", "batch"] = "always"
+    batch_ms: int = Field(default=5, ge=1)
+
+
+class AntennaeConfig(_Section):
+    require_consensus: bool = False
+    review_window: PositiveSeconds = 30
+    max_rounds: int = Field(default=10, ge=1)
+    webhook_url: str = ""
+    reasoning: Literal["rules", "ollama", "openai"] = "rules"
+    reasoning_url: str = ""
+    reasoning_model: str = ""
+
+
+class ControlConfig(_Section):
+    socket: str = ""
+    metrics_listen: str = "127.0.0.1:9464"
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            parse_host_port(value)
+        return value
+
+
+class Config(_Section):
+    node: NodeConfig = NodeConfig()
+    p2p: P2PConfig = P2PConfig()
+    mdns: MdnsConfig = MdnsConfig()
+    github: GithubConfig = GithubConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+    auditlog: AuditlogConfig = AuditlogConfig()
+    antennae: AntennaeConfig = AntennaeConfig()
+    control: ControlConfig = ControlConfig()
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """Split "127.0.0.1:9464" or "[::1]:9464" into an address and a port."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r}: expected ADDRESS:PORT")
+    try:
+        ip_address(host)
+    except ValueError:
+        raise ValueError(f"{value!r}: {host!r} is not an IP address") from None
+    return host, int(port)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `problems` holds one line per fault."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where this node keeps its files, from the config, systemd's environment or defaults."""
+
+    state_dir: Path
+    runtime_dir: Path
+    control_socket: Path
+    credentials_dir: Path | None
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: Config
+    source: Path | None  # None when no file was read
+    paths: Paths
+
+
+def _first_dir(value: str | None) -> Path | None:
+    # systemd passes colon-separated lists when a unit names several directories.
+    if not value:
+        return None
+    return Path(value.split(":")[0])
+
+
+def resolve_paths(config: Config, env: Mapping[str, str]) -> Paths:
+    """Apply the precedence: config key, then systemd's variable, then a per-user default."""
+    is_root = os.geteuid() == 0
+    home = Path(env.get("HOME") or Path.home())
+    state_dir = (
+        Path(config.node.state_dir)
+        if config.node.state_dir
+        else _first_dir(env.get("STATE_DIRECTORY"))
+        or (Path("/var/lib/bzzz") if is_root else home / ".local/state/bzzz")
+    )
+    xdg_runtime = _first_dir(env.get("XDG_RUNTIME_DIR"))
+    runtime_dir = (
+        Path(config.node.runtime_dir)
+        if config.node.runtime_dir
+        else _first_dir(env.get("RUNTIME_DIRECTORY"))
+        or (
+            Path("/run/bzzz")
+            if is_root
+            else (xdg_runtime / "bzzz" if xdg_runtime else state_dir / "run")
+        )
+    )
+    socket = Path(config.control.socket) if config.control.socket else runtime_dir / "control.sock"
+    return Paths(
+        state_dir=state_dir,
+        runtime_dir=runtime_dir,
+        control_socket=socket,
+        credentials_dir=_first_dir(env.get("CREDENTIALS_DIRECTORY")),
+    )
+
+
+def _format_location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+        else:
+            parts.append(item)
+    return ".".join(parts)
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def parse(text: str, source: str) -> Config:
+    """Parse and validate TOML text; `source` names the file in error messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: invalid TOML: {exc}"]) from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            [
+                f"{source}: {_format_location(tuple(err['loc']))}: {_describe(err)}"
+                for err in exc.errors()
+            ]
+        ) from None
+
+
+def choose_path(cli_path: str | None, env: Mapping[str, str]) -> tuple[Path, bool]:
+    """The config file to read and whether the user named it (then it must exist)."""
+    if cli_path:
+        return Path(cli_path), True
+    if env.get("BZZZ_CONFIG"):
+        return Path(env["BZZZ_CONFIG"]), True
+    return DEFAULT_CONFIG_PATH, False
+
+
+def load(cli_path: str | None = None, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read the config the way `bzzz` does: --config, else $BZZZ_CONFIG, else the default file.
+
+    The default file may be absent (every key has a default); a file the user named may not.
+    """
+    env = os.environ if env is None else env
+    path, named = choose_path(cli_path, env)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if named:
+            raise ConfigError([f"{path}: file not found"]) from None
+        config, source = Config(), None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    else:
+        config, source = parse(text, str(path)), path
+    return LoadedConfig(config=config, source=source, paths=resolve_paths(config, env))

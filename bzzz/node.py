@@ -1,0 +1,198 @@
+"""The life of a node: build every part from the config, start them in order, serve, stop.
+
+`Node.run()` reads top to bottom as the process's life: signals, start-up (host, control socket,
+metrics), READY, the background loops in one task group, then the orderly stop in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from bzzz import __version__
+from bzzz.bus import MessageBus
+from bzzz.config import LoadedConfig
+from bzzz.control import ControlServer
+from bzzz.discovery import BootstrapDialer
+from bzzz.metrics import MetricsServer
+from bzzz.p2p import Host, Identity
+from bzzz.peers import PeerTable
+from bzzz.presence import Presence
+from bzzz.systemd import Notifier
+
+log = structlog.get_logger(__name__)
+
+# The whole orderly stop must fit in this; then the process exits regardless.
+STOP_DEADLINE = 5.0
+STALE_AFTER_BEATS = 3
+FORGET_AFTER_BEATS = 20
+
+
+class Node:
+    def __init__(self, loaded: LoadedConfig, identity: Identity, env: Mapping[str, str]) -> None:
+        config = loaded.config
+        self.loaded = loaded
+        self.identity = identity
+        self.agent_id = config.node.agent_id or identity.short_id
+        self.started_at = datetime.now(UTC)
+        self._started = time.monotonic()
+        self._stop = asyncio.Event()
+        self._stopping = False
+        interval = config.p2p.capability_interval
+
+        self.bus = MessageBus(identity.peer_id, config.p2p.max_clock_skew, config.p2p.allow_peers)
+        self.host = Host(identity, config.p2p.listen, self.bus.admitters(), config.p2p.allow_peers)
+        self.bus.attach(self.host)
+        self.peers = PeerTable(
+            identity.peer_id,
+            stale_after=STALE_AFTER_BEATS * interval,
+            forget_after=FORGET_AFTER_BEATS * interval,
+        )
+        self.presence = Presence(
+            config.node,
+            self.agent_id,
+            interval,
+            self.bus,
+            self.host,
+            self.peers,
+            load=lambda: (0, config.github.max_tasks),
+        )
+        self.dialer = BootstrapDialer(self.host, list(config.p2p.bootstrap_peers))
+        self.control = ControlServer(
+            loaded.paths.control_socket,
+            {"status": self._status_command, "peers": self._peers_command},
+        )
+        self.metrics = MetricsServer(config.control.metrics_listen, self._snapshot)
+        self.systemd = Notifier(env)
+
+        self.bus.on(None, self.peers.on_message)
+        for listener in (
+            self.peers.on_peer_event,
+            self.presence.on_peer_event,
+            self.dialer.on_peer_event,
+        ):
+            self.host.add_peer_listener(listener)
+
+    # ---- life ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT; raise if a part fails (the caller exits non-zero)."""
+        self._install_signal_handlers()
+        log.info(
+            "node_starting",
+            peer_id=self.identity.peer_id,
+            agent=self.agent_id,
+            version=__version__,
+            config=str(self.loaded.source or "(defaults)"),
+            state_dir=str(self.loaded.paths.state_dir),
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            await self.host.start()
+            stack.push_async_callback(self.host.stop)
+            await self.control.start()
+            stack.push_async_callback(self.control.stop)
+            self.metrics.start()
+            stack.callback(self.metrics.stop)
+            await self._serve()
+        log.info("node_stopped", uptime_s=round(self.uptime(), 1))
+
+    async def _serve(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self.bus.run()),
+                group.create_task(self.presence.run()),
+                group.create_task(self.dialer.run()),
+                group.create_task(self._watch_host()),
+                group.create_task(self._report_to_systemd()),
+            ]
+            log.info(
+                "node_ready",
+                listen=self.host.listen_addrs(),
+                control=str(self.control.path),
+                metrics=self.metrics.address or "off",
+            )
+            self.systemd.ready(self._status_line())
+            await self._stop.wait()
+            for task in tasks:
+                task.cancel()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._stopping:
+            log.error("node_forced_exit", signal=name)
+            os._exit(1)
+        self._stopping = True
+        log.info("node_stopping", signal=name)
+        self.systemd.stopping()
+        # Last resort if some part hangs on the way out; systemd would SIGKILL us later anyway.
+        asyncio.get_running_loop().call_later(STOP_DEADLINE, self._stop_overdue)
+        self.request_stop()
+
+    def _stop_overdue(self) -> None:
+        log.error("node_stop_overdue", deadline_s=STOP_DEADLINE)
+        os._exit(1)
+
+    async def _watch_host(self) -> None:
+        await self.host.wait_done()
+        raise RuntimeError("the p2p host stopped unexpectedly")
+
+    async def _report_to_systemd(self) -> None:
+        """Watchdog pings from the event loop itself: a stuck loop stops them and gets restarted."""
+        interval = self.systemd.watchdog_interval or 5.0
+        while True:
+            self.systemd.watchdog()
+            self.systemd.status(self._status_line())
+            await asyncio.sleep(interval)
+
+    # ---- what the node tells ---------------------------------------------------------------
+
+    def uptime(self) -> float:
+        return time.monotonic() - self._started
+
+    def _status_line(self) -> str:
+        counts = self.peers.counts()
+        return f"peers={counts['connected']} stale={counts['stale']}"
+
+    def status(self) -> dict[str, Any]:
+        """The node's state as `bzzz status --json` shows it (also the source of /metrics)."""
+        return {
+            "peer_id": self.identity.peer_id,
+            "agent_id": self.agent_id,
+            "version": __version__,
+            "network_id": self.loaded.config.p2p.network_id,
+            "started_at": self.started_at.isoformat(),
+            "uptime_s": round(self.uptime(), 1),
+            "listen": self.host.listen_addrs(),
+            "capabilities": list(self.loaded.config.node.capabilities),
+            "peers": self.peers.snapshot(),
+            "connected": self.host.connected_peers(),
+            "messages": self.bus.stats(),
+            "broadcasts_sent": self.presence.broadcasts_sent,
+            "config": str(self.loaded.source or ""),
+            "state_dir": str(self.loaded.paths.state_dir),
+        }
+
+    async def _snapshot(self) -> dict[str, Any]:
+        return self.status()
+
+    def _status_command(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self.status()
+
+    def _peers_command(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.peers.snapshot()

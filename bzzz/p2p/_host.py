@@ -1,0 +1,425 @@
+"""The libp2p host: TCP + Noise + Yamux, gossipsub on our topics, served to asyncio code.
+
+Everything py-libp2p-specific lives here: the transport stack, the gossipsub parameters, the
+hooks that count forged messages and hand admitted ones to asyncio without py-libp2p's 32-slot
+subscription channel. Callers see strings (peer ids, multiaddrs) and bytes, never libp2p types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import socket
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Yamux's release-on-read mode costs about 3x CPU per message here and buys nothing for small
+# gossip frames. py-libp2p reads the variable on every frame; set it before any.
+os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.validators import signature_validator
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
+
+from bzzz.p2p._guest import TrioGuest
+from bzzz.p2p.identity import Identity
+
+
+@dataclass(frozen=True)
+class GossipSettings:
+    """Gossipsub parameters chosen for a small coordination mesh (not py-libp2p's defaults).
+
+    - heartbeat 1 s (py-libp2p: 120 s): mesh repair and gossip within a second, as go-libp2p.
+    - meshsub 1.1 and 1.0 only: 1.2 adds an IDONTWANT per message to every peer, which here cost
+      ~3x CPU per message and two outbound queue slots per publish, for no gain at our sizes.
+    - spam protection off (py-libp2p: 10 msg/s per topic, own publishes included): our own
+      validators refuse bad messages, and Antennae throttles talkative peers per conversation.
+    - outbound queue 1024 RPCs per peer (py-libp2p: 32): a burst of a few hundred messages is
+      delivered instead of silently dropped.
+    - seen-messages TTL 300 s: longer than twice the clock-skew window, so a replayed message is
+      either remembered or refused as too old.
+    """
+
+    degree: int = 6
+    degree_low: int = 4
+    degree_high: int = 12
+    heartbeat_interval: int = 1
+    gossip_window: int = 3
+    gossip_history: int = 5
+    fanout_ttl: int = 60
+    prune_back_off: int = 60
+    seen_ttl: int = 300
+    outbound_queue: int = 1024
+    inbound_queue: int = 4096
+    max_rpc_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A gossipsub message whose signature checked out, before our own validation."""
+
+    topic: str
+    data: bytes
+    signer: str
+    seqno: int
+    forwarder: str
+
+
+@dataclass(frozen=True)
+class PeerEvent:
+    peer_id: str
+    connected: bool
+    address: str = ""
+
+
+Admit = Callable[[Incoming], object | None]
+"""Turns an incoming message into what subscribers get, or None to refuse it (not forwarded)."""
+
+PeerListener = Callable[[PeerEvent], None]
+
+
+class ListenError(OSError):
+    """A configured listen address could not be bound."""
+
+
+class _Pubsub(Pubsub):
+    """py-libp2p's Pubsub, hooked: forged messages counted, direct delivery, deeper queues."""
+
+    def __init__(self, owner: Host, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._owner = owner
+
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        # py-libp2p drops bad signatures silently; check first so they are counted. Seen
+        # messages are skipped before any crypto, as in the parent.
+        if (
+            msg_forwarder != self.my_id
+            and not self._is_msg_seen(msg)
+            and not signature_validator(msg)
+        ):
+            self._owner.count("bad_signature")
+            return
+        await super().push_msg(msg_forwarder, msg)
+
+    def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
+        self._owner.deliver(publish_message)
+
+    async def handle_sending_messages(self, peer_id: ID, stream: INetStream, queue: Any) -> None:
+        queue._queue.max_size = self._owner.settings.outbound_queue
+        await super().handle_sending_messages(peer_id, stream, queue)
+
+
+class _Notifee(INotifee):
+    def __init__(self, owner: Host) -> None:
+        self._owner = owner
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        await self._owner.on_connected(conn)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._owner.on_disconnected(conn)
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+
+class Host:
+    """A libp2p host joined to a fixed set of gossipsub topics, driven from asyncio.
+
+    Each topic has an `admit` function that runs as the gossipsub validator (inside libp2p,
+    before forwarding): what it returns is delivered to `messages(topic)`; None refuses the
+    message. Our own publishes are not delivered back to us.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        listen: Sequence[str],
+        topics: Mapping[str, Admit],
+        allow_peers: Collection[str] = (),
+        settings: GossipSettings | None = None,
+    ) -> None:
+        self.identity = identity
+        self.peer_id = identity.peer_id
+        self._own_id = bytes(ID.from_base58(identity.peer_id).to_bytes())
+        self.settings = settings or GossipSettings()
+        self._listen = [multiaddr.Multiaddr(addr) for addr in listen]
+        self._admit = dict(topics)
+        self._allow = frozenset(allow_peers)
+        self._queues: dict[str, asyncio.Queue[object]] = {
+            topic: asyncio.Queue(self.settings.inbound_queue) for topic in topics
+        }
+        self._admitted: OrderedDict[bytes, object] = OrderedDict()
+        self._listeners: list[PeerListener] = []
+        self._counters: dict[str, int] = {"bad_signature": 0, "inbound_overflow": 0}
+        self._guest = TrioGuest()
+        self._host: Any = None
+        self._pubsub: _Pubsub | None = None
+        self._router: GossipSub | None = None
+        self._bound: list[str] = []
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen, join the topics, and return once messages can flow (or raise why not)."""
+        for address in self._listen:
+            _probe_port(address)
+        await self._guest.start(self._trio_main)
+
+    async def stop(self) -> None:
+        await self._guest.stop()
+
+    async def wait_done(self) -> None:
+        """Return (or raise) when the libp2p side ends; it should only end by `stop`."""
+        await self._guest.wait_done()
+
+    async def _trio_main(self, stop: trio.Event, task_status: Any) -> None:
+        key_pair = self.identity.key_pair
+        s = self.settings
+        host = new_host(
+            key_pair=key_pair,
+            # Noise only: new_host would otherwise also accept plaintext sessions.
+            sec_opt={
+                NOISE_PROTOCOL_ID: NoiseTransport(
+                    key_pair, noise_privkey=new_x25519_key_pair().private_key
+                )
+            },
+            muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+            connection_config=ConnectionConfig(min_connections=0, low_watermark=0),
+        )
+        router = GossipSub(
+            protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
+            degree=s.degree,
+            degree_low=s.degree_low,
+            degree_high=s.degree_high,
+            time_to_live=s.fanout_ttl,
+            gossip_window=s.gossip_window,
+            gossip_history=s.gossip_history,
+            heartbeat_interval=s.heartbeat_interval,
+            prune_back_off=s.prune_back_off,
+            spam_protection_enabled=False,
+        )
+        pubsub = _Pubsub(
+            self,
+            host,
+            router,
+            strict_signing=True,
+            seen_ttl=s.seen_ttl,
+            max_inbound_rpc_size=s.max_rpc_bytes,
+        )
+        host.get_network().register_notifee(_Notifee(self))
+        async with host.run(self._listen):
+            self._check_listening(host)
+            # The auto-connector dials every peer in the peer store to reach ~150 connections;
+            # discovery decides whom we dial.
+            await host.get_network().auto_connector.stop()  # type: ignore[attr-defined]
+            async with background_trio_service(pubsub), background_trio_service(router):
+                await pubsub.wait_until_ready()
+                for topic in self._admit:
+                    pubsub.set_topic_validator(topic, self._validator(topic), False)
+                    await pubsub.subscribe(topic)
+                self._host, self._pubsub, self._router = host, pubsub, router
+                task_status.started()
+                try:
+                    await stop.wait()
+                finally:
+                    self._host = self._pubsub = self._router = None
+
+    def _check_listening(self, host: Any) -> None:
+        network = host.get_network()
+        missing = [str(a) for a in self._listen if str(a) not in network.listeners]
+        if missing:
+            raise ListenError(f"cannot listen on {', '.join(missing)} (address in use?)")
+        self._bound = [str(addr) for addr in host.get_addrs()]
+
+    # ---- inbound ---------------------------------------------------------------------------
+
+    def _validator(self, topic: str) -> Callable[[ID, rpc_pb2.Message], bool]:
+        admit = self._admit[topic]
+
+        def validate(forwarder: ID, msg: rpc_pb2.Message) -> bool:
+            if msg.from_id == self._own_id:
+                return True  # our own publish
+            result = admit(
+                Incoming(
+                    topic=topic,
+                    data=bytes(msg.data),
+                    signer=ID(msg.from_id).to_base58(),
+                    seqno=int.from_bytes(msg.seqno, "big"),
+                    forwarder=forwarder.to_base58(),
+                )
+            )
+            if result is None:
+                return False
+            self._admitted[msg.from_id + msg.seqno] = result
+            if len(self._admitted) > self.settings.inbound_queue:
+                self._admitted.popitem(last=False)
+            return True
+
+        return validate
+
+    def deliver(self, msg: rpc_pb2.Message) -> None:
+        """Hand an admitted message to its topic's queue (called by pubsub, same thread)."""
+        admitted = self._admitted.pop(msg.from_id + msg.seqno, None)
+        if admitted is None:
+            return  # our own publish, or a topic we do not serve
+        for topic in msg.topicIDs:
+            queue = self._queues.get(topic)
+            if queue is None:
+                continue
+            try:
+                queue.put_nowait(admitted)
+            except asyncio.QueueFull:
+                self.count("inbound_overflow")
+
+    async def messages(self, topic: str) -> AsyncIterator[object]:
+        """Admitted messages of `topic`, in arrival order."""
+        queue = self._queues[topic]
+        while True:
+            yield await queue.get()
+
+    def count(self, what: str) -> None:
+        self._counters[what] += 1
+
+    def counters(self) -> dict[str, int]:
+        """Drops the host made before any validator ran (forged signatures, full queues)."""
+        return dict(self._counters)
+
+    # ---- peers -----------------------------------------------------------------------------
+
+    def add_peer_listener(self, listener: PeerListener) -> None:
+        """Call `listener` (in asyncio context) when a peer connects or its last connection ends."""
+        self._listeners.append(listener)
+
+    async def on_connected(self, conn: INetConn) -> None:
+        peer = conn.muxed_conn.peer_id
+        if self._allow and peer.to_base58() not in self._allow:
+            await self._host_network().close_peer(peer)
+            return
+        self._emit(PeerEvent(peer.to_base58(), True, _remote_addr(conn)))
+
+    def on_disconnected(self, conn: INetConn) -> None:
+        peer = conn.muxed_conn.peer_id
+        if self._host is not None and self._host_network().get_connections(peer):
+            return  # another connection to this peer is still up
+        self._emit(PeerEvent(peer.to_base58(), False, _remote_addr(conn)))
+
+    def _emit(self, event: PeerEvent) -> None:
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            loop.call_soon(listener, event)
+
+    def _host_network(self) -> Any:
+        assert self._host is not None
+        return self._host.get_network()
+
+    def connected_peers(self) -> list[str]:
+        if self._host is None:
+            return []
+        return sorted(peer.to_base58() for peer in self._host.get_connected_peers())
+
+    def listen_addrs(self) -> list[str]:
+        """The addresses we listen on, as others dial them (with /p2p/<our id>)."""
+        return list(self._bound)
+
+    # ---- calls into libp2p -----------------------------------------------------------------
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        await self._guest.call(self._publish, topic, data)
+
+    async def _publish(self, topic: str, data: bytes) -> None:
+        assert self._pubsub is not None
+        await self._pubsub.publish(topic, data)
+
+    async def connect(self, address: str) -> str:
+        """Dial a full multiaddr (with /p2p/<id>); return the peer id once connected."""
+        info = info_from_p2p_addr(multiaddr.Multiaddr(address))
+        await self._guest.call(self._connect, info)
+        return str(info.peer_id.to_base58())
+
+    async def _connect(self, info: Any) -> None:
+        assert self._host is not None
+        # py-libp2p refuses to redial a failed peer for 60 s; our dialers own the backoff.
+        self._host.get_network().unblock_peer(info.peer_id)
+        await self._host.connect(info)
+
+    async def disconnect(self, peer_id: str) -> None:
+        await self._guest.call(self._disconnect, ID.from_base58(peer_id))
+
+    async def _disconnect(self, peer: ID) -> None:
+        assert self._host is not None
+        await self._host.disconnect(peer)
+
+    async def wait_for_mesh(self, peer_id: str, topic: str) -> None:
+        """Wait until `peer_id` is subscribed to `topic` and in our mesh for it.
+
+        No time limit of its own: wrap it in `asyncio.timeout`; cancelling reaches trio.
+        """
+        await self._guest.call(self._wait_for_mesh, ID.from_base58(peer_id), topic)
+
+    async def _wait_for_mesh(self, peer: ID, topic: str) -> None:
+        assert self._pubsub is not None
+        await self._pubsub.wait_for_subscription(peer, topic, timeout=math.inf)
+        await self._pubsub.wait_for_mesh(peer, topic, timeout=math.inf)
+
+    def mesh_peers(self, topic: str) -> list[str]:
+        if self._router is None:
+            return []
+        return sorted(peer.to_base58() for peer in self._router.mesh.get(topic, ()))
+
+
+def _probe_port(address: multiaddr.Multiaddr) -> None:
+    """Fail if another process listens on `address`.
+
+    py-libp2p listens with SO_REUSEPORT, so a second daemon of the same user would bind the
+    same port without error and the kernel would split incoming connections between the two.
+    """
+    port = int(address.value_for_protocol("tcp"))
+    if port == 0:
+        return
+    protocols = {p.name for p in address.protocols()}
+    family = socket.AF_INET6 if "ip6" in protocols else socket.AF_INET
+    host = address.value_for_protocol("ip6" if family == socket.AF_INET6 else "ip4")
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no conflict
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {address}: {exc.strerror}") from None
+
+
+def _remote_addr(conn: INetConn) -> str:
+    try:
+        addrs = conn.get_transport_addresses()
+        return str(addrs[0]) if addrs else ""
+    except Exception:  # best effort: only used in log lines
+        return ""

@@ -1,0 +1,164 @@
+"""The peer table: who is connected, what they can do, when we last heard from them.
+
+Fed by connection events from the host and by every admitted message; read by status, metrics
+and (later) task matching. A peer not heard from for `stale_after` seconds is stale; one that is
+also disconnected is forgotten after `forget_after` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from bzzz.messages import AvailabilityBroadcast, CapabilityBroadcast, Message
+from bzzz.p2p import PeerEvent
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class PeerRecord:
+    peer_id: str
+    agent_id: str = ""
+    capabilities: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    version: str = ""
+    specialization: str = ""
+    status: str = "unknown"
+    current_tasks: int = 0
+    max_tasks: int = 0
+    connected: bool = False
+    address: str = ""
+    last_seen: float = 0.0  # wall clock, for display
+    last_heard: float = 0.0  # monotonic, for staleness
+    stale: bool = False
+
+
+class PeerTable:
+    def __init__(
+        self,
+        own_id: str,
+        stale_after: float,
+        forget_after: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._own_id = own_id
+        self.stale_after = stale_after
+        self.forget_after = forget_after
+        self._clock = clock
+        self._wall = wall_clock
+        self._peers: dict[str, PeerRecord] = {}
+
+    def _heard(self, peer_id: str) -> PeerRecord:
+        record = self._peers.get(peer_id)
+        if record is None:
+            record = self._peers[peer_id] = PeerRecord(peer_id)
+        record.last_heard = self._clock()
+        record.last_seen = self._wall()
+        if record.stale:
+            record.stale = False
+            log.info("peer_fresh", peer=peer_id, agent=record.agent_id)
+        return record
+
+    def on_peer_event(self, event: PeerEvent) -> None:
+        if event.peer_id == self._own_id:
+            return
+        if event.connected:
+            record = self._heard(event.peer_id)
+            record.connected = True
+            record.address = event.address
+            log.info("peer_connected", peer=event.peer_id, address=event.address)
+        else:
+            known = self._peers.get(event.peer_id)
+            if known is None:
+                return
+            known.connected = False
+            log.info("peer_disconnected", peer=event.peer_id, agent=known.agent_id)
+
+    def on_message(self, msg: Message) -> None:
+        record = self._heard(msg.sender)
+        data = msg.data
+        if isinstance(data, CapabilityBroadcast):
+            changed = (
+                record.agent_id,
+                record.capabilities,
+                record.models,
+                record.specialization,
+                record.version,
+            ) != (data.agent_id, data.capabilities, data.models, data.specialization, data.version)
+            record.agent_id = data.agent_id
+            record.capabilities = list(data.capabilities)
+            record.models = list(data.models)
+            record.version = data.version
+            record.specialization = data.specialization
+            if changed:
+                log.info(
+                    "peer_capabilities",
+                    peer=msg.sender,
+                    agent=data.agent_id,
+                    capabilities=",".join(data.capabilities),
+                    models=",".join(data.models),
+                    version=data.version,
+                )
+        elif isinstance(data, AvailabilityBroadcast):
+            record.status = data.status
+            record.current_tasks = data.current_tasks
+            record.max_tasks = data.max_tasks
+
+    def sweep(self) -> None:
+        """Mark peers stale and forget long-gone ones; log each transition once."""
+        now = self._clock()
+        for peer_id, record in list(self._peers.items()):
+            silent = now - record.last_heard
+            if not record.stale and silent > self.stale_after:
+                record.stale = True
+                log.warning(
+                    "peer_stale", peer=peer_id, agent=record.agent_id, silent_s=round(silent)
+                )
+            if record.stale and not record.connected and silent > self.forget_after:
+                del self._peers[peer_id]
+                log.info("peer_forgotten", peer=peer_id, agent=record.agent_id)
+
+    def get(self, peer_id: str) -> PeerRecord | None:
+        return self._peers.get(peer_id)
+
+    def records(self) -> list[PeerRecord]:
+        self.sweep()
+        return sorted(self._peers.values(), key=lambda r: r.peer_id)
+
+    def counts(self) -> dict[str, int]:
+        records = self.records()
+        return {
+            "known": len(records),
+            "connected": sum(r.connected for r in records),
+            "stale": sum(r.stale for r in records),
+        }
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The table as plain data for `bzzz status` and `bzzz peers`."""
+        now = self._clock()
+        return [
+            {
+                "peer_id": r.peer_id,
+                "agent_id": r.agent_id,
+                "capabilities": r.capabilities,
+                "models": r.models,
+                "version": r.version,
+                "specialization": r.specialization,
+                "status": r.status,
+                "current_tasks": r.current_tasks,
+                "max_tasks": r.max_tasks,
+                "connected": r.connected,
+                "address": r.address,
+                "last_seen": datetime.fromtimestamp(r.last_seen, UTC).isoformat(),
+                "last_seen_s": round(now - r.last_heard, 1),
+                "stale": r.stale,
+            }
+            for r in self.records()
+        ]

@@ -1,0 +1,121 @@
+"""What this node tells the cluster about itself, and when.
+
+A capability broadcast (who we are, what we can do) and an availability broadcast (how busy we
+are) at start, every `interval` seconds, and to greet each newly connected peer; on the same beat
+the peer table is swept for stale peers and a status line is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from bzzz import __version__
+from bzzz.bus import MessageBus
+from bzzz.config import NodeConfig
+from bzzz.messages import (
+    COORDINATION_TOPIC,
+    AvailabilityBroadcast,
+    AvailabilityStatus,
+    CapabilityBroadcast,
+)
+from bzzz.p2p import GuestStopped, Host, PeerEvent
+from bzzz.peers import PeerTable
+
+log = structlog.get_logger(__name__)
+
+# How long a greeting waits for a new peer to join our gossip mesh before publishing anyway.
+GREETING_MESH_TIMEOUT = 5.0
+
+Load = Callable[[], tuple[int, int]]
+"""Returns (current tasks, max tasks)."""
+
+
+class Presence:
+    def __init__(
+        self,
+        node: NodeConfig,
+        agent_id: str,
+        interval: float,
+        bus: MessageBus,
+        host: Host,
+        peers: PeerTable,
+        load: Load,
+    ) -> None:
+        self._node = node
+        self.agent_id = agent_id
+        self._interval = interval
+        self._bus = bus
+        self._host = host
+        self._peers = peers
+        self._load = load
+        self._greet: asyncio.Queue[str] = asyncio.Queue()
+        self.broadcasts_sent = 0
+
+    def capability(self) -> CapabilityBroadcast:
+        return CapabilityBroadcast(
+            node_id=self._bus.own_id,
+            agent_id=self.agent_id,
+            capabilities=list(self._node.capabilities),
+            models=list(self._node.models),
+            version=__version__,
+            specialization=self._node.specialization,
+        )
+
+    def availability(self) -> AvailabilityBroadcast:
+        current, maximum = self._load()
+        status: AvailabilityStatus = (
+            "ready" if current == 0 else "busy" if current >= maximum else "working"
+        )
+        return AvailabilityBroadcast(
+            node_id=self._bus.own_id,
+            status=status,
+            current_tasks=current,
+            max_tasks=maximum,
+            available_for_work=current < maximum,
+        )
+
+    def on_peer_event(self, event: PeerEvent) -> None:
+        if event.connected:
+            self._greet.put_nowait(event.peer_id)
+
+    async def announce(self) -> None:
+        try:
+            await self._bus.publish(self.capability())
+            await self._bus.publish(self.availability())
+        except GuestStopped:
+            return
+        self.broadcasts_sent += 2
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._beat())
+            while True:
+                peer_id = await self._greet.get()
+                group.create_task(self._greet_peer(peer_id))
+
+    async def _beat(self) -> None:
+        while True:
+            await self.announce()
+            counts = self._peers.counts()
+            log.info(
+                "cluster_status",
+                peers=counts["connected"],
+                known=counts["known"],
+                stale=counts["stale"],
+                mesh=len(self._host.mesh_peers(COORDINATION_TOPIC)),
+            )
+            await asyncio.sleep(self._interval)
+
+    async def _greet_peer(self, peer_id: str) -> None:
+        """Announce ourselves once the new peer can hear it, so it need not wait a whole beat."""
+        try:
+            async with asyncio.timeout(GREETING_MESH_TIMEOUT):
+                await self._host.wait_for_mesh(peer_id, COORDINATION_TOPIC)
+        except TimeoutError:
+            pass  # a big cluster may never mesh us directly: gossip still carries it
+        except GuestStopped:
+            return
+        await self.announce()

@@ -1,0 +1,224 @@
+"""Real `bzzz run` processes on loopback, each with its own config, state dir and sockets.
+
+A daemon reports READY=1 on a notify socket that the harness owns (as systemd would), so tests
+wait for the event rather than for time. Whatever is started is stopped at teardown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bzzz import control
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str) -> T:
+    """Poll a condition that has no event to await (another process's state)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def toml_list(values: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(v) for v in values) + "]"
+
+
+class Daemon:
+    def __init__(self, root: Path, name: str, **settings: Any) -> None:
+        self.name = name
+        self.dir = root / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.config_path = self.dir / "config.toml"
+        self.log_path = self.dir / "daemon.log"
+        self.notify_path = self.dir / "notify.sock"
+        self.socket_path = self.dir / "run" / "control.sock"
+        self.settings = {
+            "capabilities": ["general", f"cap-{name}"],
+            "bootstrap": [],
+            "interval": 1,
+            "metrics": "",
+            "extra": "",
+            **settings,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self._notify: socket.socket | None = None
+        self.notifications: list[str] = []
+        self.write_config()
+        self.peer_id = self.cli("init", "--json")["peer_id"]
+
+    @property
+    def address(self) -> str:
+        return f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{self.peer_id}"
+
+    def write_config(self) -> None:
+        s = self.settings
+        self.config_path.write_text(
+            f"""
+[node]
+agent_id = "agent-{self.name}"
+capabilities = {toml_list(s["capabilities"])}
+models = ["model-{self.name}"]
+state_dir = "{self.dir / "state"}"
+runtime_dir = "{self.dir / "run"}"
+
+[p2p]
+listen = ["/ip4/127.0.0.1/tcp/{self.port}"]
+bootstrap_peers = {toml_list(s["bootstrap"])}
+capability_interval = {s["interval"]}
+
+[mdns]
+enabled = false
+
+[control]
+metrics_listen = "{s["metrics"]}"
+{s["extra"]}
+"""
+        )
+
+    def cli(self, *args: str) -> Any:
+        result = subprocess.run(
+            [sys.executable, "-m", "bzzz", "--config", str(self.config_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, f"bzzz {' '.join(args)}: {result.stderr}"
+        return json.loads(result.stdout) if "--json" in args else result.stdout
+
+    def start(self, wait: bool = True) -> None:
+        self.notify_path.unlink(missing_ok=True)
+        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._notify.bind(str(self.notify_path))
+        self.notifications = []
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path)}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bzzz", "--config", str(self.config_path), "run"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        if wait:
+            self.wait_notified("READY=1", timeout=20)
+
+    def wait_notified(self, field: str, timeout: float) -> None:
+        """Block until the daemon sends `field` on its notify socket."""
+        assert self._notify is not None
+        deadline = time.monotonic() + timeout
+        while not any(field in n.split("\n") for n in self.notifications):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{self.name}: no {field} within {timeout} s\n{self.log()}")
+            self._notify.settimeout(min(remaining, 0.5))
+            try:
+                self.notifications.append(self._notify.recv(4096).decode())
+            except TimeoutError:
+                if self.process is not None and self.process.poll() is not None:
+                    raise AssertionError(
+                        f"{self.name} exited with {self.process.returncode}\n{self.log()}"
+                    ) from None
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = control.request(self.socket_path, "status", timeout=5)
+        return result
+
+    def peer(self, peer_id: str) -> dict[str, Any] | None:
+        for row in self.status()["peers"]:
+            if row["peer_id"] == peer_id:
+                return dict(row)
+        return None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        """Stop the daemon if it runs (SIGTERM, then SIGKILL); close the notify socket."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Cluster:
+    """Daemons created by one test; `close` stops every one of them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.daemons: list[Daemon] = []
+
+    def add(self, name: str, **settings: Any) -> Daemon:
+        daemon = Daemon(self.root, name, **settings)
+        self.daemons.append(daemon)
+        return daemon
+
+    def full_mesh(self, names: list[str], **settings: Any) -> list[Daemon]:
+        """Daemons that all share one bootstrap list naming every one of them (as an operator
+        would distribute it), started together."""
+        daemons = [self.add(name, **settings) for name in names]
+        addresses = [d.address for d in daemons]
+        for daemon in daemons:
+            daemon.settings["bootstrap"] = addresses
+            daemon.write_config()
+            daemon.start(wait=False)
+        for daemon in daemons:
+            daemon.wait_notified("READY=1", timeout=20)
+        return daemons
+
+    def close(self) -> None:
+        for daemon in self.daemons:
+            daemon.stop()
+
+
+async def await_until(predicate: Callable[[], T], timeout: float, what: str) -> T:
+    """`wait_until` for async tests: the loop keeps running while we poll."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)

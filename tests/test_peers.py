@@ -1,0 +1,87 @@
+from datetime import UTC, datetime
+
+from bzzz.messages import (
+    COORDINATION_TOPIC,
+    AvailabilityBroadcast,
+    CapabilityBroadcast,
+    Message,
+    MessageType,
+)
+from bzzz.p2p import PeerEvent
+from bzzz.peers import PeerTable
+
+SELF = "12D3KooWSelf"
+PEER = "12D3KooWPeer"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def message(data, msg_type) -> Message:
+    return Message(
+        type=msg_type,
+        sender=PEER,
+        timestamp=datetime.now(UTC),
+        data=data,
+        topic=COORDINATION_TOPIC,
+    )
+
+
+def table(clock: Clock) -> PeerTable:
+    return PeerTable(SELF, stale_after=90, forget_after=600, clock=clock, wall_clock=clock)
+
+
+def test_capabilities_and_availability_fill_the_record():
+    clock = Clock()
+    peers = table(clock)
+    peers.on_peer_event(PeerEvent(PEER, True, "/ip4/127.0.0.1/tcp/1"))
+    peers.on_message(
+        message(
+            CapabilityBroadcast(node_id=PEER, agent_id="walnut", capabilities=["code"]),
+            MessageType.CAPABILITY_BROADCAST,
+        )
+    )
+    peers.on_message(
+        message(
+            AvailabilityBroadcast(node_id=PEER, status="working", current_tasks=1, max_tasks=3),
+            MessageType.AVAILABILITY_BROADCAST,
+        )
+    )
+    [row] = peers.snapshot()
+    assert row["agent_id"] == "walnut"
+    assert row["capabilities"] == ["code"]
+    assert row["status"] == "working"
+    assert row["connected"] is True
+    assert row["stale"] is False
+
+
+def test_silence_makes_a_peer_stale_then_a_message_makes_it_fresh():
+    clock = Clock()
+    peers = table(clock)
+    peers.on_peer_event(PeerEvent(PEER, True))
+    clock.now += 90.5
+    assert peers.counts() == {"known": 1, "connected": 1, "stale": 1}
+    peers.on_message(message(CapabilityBroadcast(node_id=PEER), MessageType.CAPABILITY_BROADCAST))
+    assert peers.counts()["stale"] == 0
+
+
+def test_gone_peers_are_forgotten_but_connected_ones_are_kept():
+    clock = Clock()
+    peers = table(clock)
+    peers.on_peer_event(PeerEvent(PEER, True))
+    clock.now += 700
+    assert peers.counts()["known"] == 1, "still connected: kept, although stale"
+    peers.on_peer_event(PeerEvent(PEER, False))
+    assert peers.counts() == {"known": 0, "connected": 0, "stale": 0}
+
+
+def test_own_connection_events_and_unknown_disconnects_are_ignored():
+    peers = table(Clock())
+    peers.on_peer_event(PeerEvent(SELF, True))
+    peers.on_peer_event(PeerEvent(PEER, False))
+    assert peers.snapshot() == []
