@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 import trio
+import trio.lowlevel
 
 from bzzz.p2p._guest import GuestStopped, TrioGuest
 
@@ -19,7 +20,7 @@ async def test_results_and_errors_come_back():
     try:
 
         async def add(a: int, b: int) -> int:
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             return a + b
 
         async def fail() -> None:
