@@ -24,7 +24,9 @@ EXIT_NO_DAEMON = 3
 
 
 def _error(message: str) -> None:
-    print(f"bzzz: {message}", file=sys.stderr)
+    # Under systemd the line goes to the journal: give it error priority there.
+    prefix = "<3>" if "JOURNAL_STREAM" in os.environ else ""
+    print(f"{prefix}bzzz: {message}", file=sys.stderr)
 
 
 def _load(args: argparse.Namespace) -> LoadedConfig:
@@ -212,12 +214,13 @@ def _print_json(value: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    config_help = f"config file (default: $BZZZ_CONFIG, else {config_module.DEFAULT_CONFIG_PATH})"
     parser = argparse.ArgumentParser(prog="bzzz", description=__doc__)
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help=f"config file (default: $BZZZ_CONFIG, else {config_module.DEFAULT_CONFIG_PATH})",
-    )
+    parser.add_argument("--config", metavar="PATH", help=config_help)
+    # `--config` is also taken after the command (`bzzz run --config PATH`, as the unit has it);
+    # SUPPRESS keeps an absent one from hiding the one given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help=config_help, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
@@ -227,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
         json_flag: bool = False,
         parent: Any = commands,
     ) -> argparse.ArgumentParser:
-        sub: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
+        sub: argparse.ArgumentParser = parent.add_parser(
+            name, help=help, description=help, parents=[common]
+        )
         sub.set_defaults(handler=handler)
         if json_flag:
             sub.add_argument("--json", action="store_true", help="machine-readable output")

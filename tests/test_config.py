@@ -131,3 +131,15 @@ def test_config_check_accepts_a_good_file(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"ok: {path}"
+
+
+def test_config_may_follow_the_command_as_in_the_unit(tmp_path):
+    path = tmp_path / "unit.toml"
+    path.write_text("[node]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "bzzz", "config", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"ok: {path}"
