@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,7 +89,7 @@ class MessageBus:
             return None
         counts["accepted"] += 1
         self._delays.append((now - verdict.timestamp).total_seconds())
-        return verdict
+        return replace(verdict, seqno=incoming.seqno)
 
     def on(self, msg_type: MessageType | None, handler: Handler) -> None:
         """Call `handler` for each admitted message of `msg_type` (None: every message)."""

@@ -216,6 +216,7 @@ class Message:
     data: Data
     topic: str
     hop_count: int = 0
+    seqno: int = 0  # the gossipsub sequence number (per sender), set by the bus
 
 
 @dataclass(frozen=True)

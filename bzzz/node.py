@@ -21,9 +21,9 @@ from bzzz import __version__
 from bzzz.bus import MessageBus
 from bzzz.config import LoadedConfig
 from bzzz.control import ControlServer
-from bzzz.discovery import BootstrapDialer
+from bzzz.discovery import Dialer, MdnsDiscovery, want_bootstrap_peers
 from bzzz.metrics import MetricsServer
-from bzzz.p2p import Host, Identity
+from bzzz.p2p import GuestStopped, Host, Identity
 from bzzz.peers import PeerTable
 from bzzz.presence import Presence
 from bzzz.systemd import Notifier
@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 # The whole orderly stop must fit in this; then the process exits regardless.
 STOP_DEADLINE = 5.0
 STALE_AFTER_BEATS = 3
+DISCONNECT_TIMEOUT = 5.0
 FORGET_AFTER_BEATS = 20
 
 
@@ -65,7 +66,12 @@ class Node:
             self.peers,
             load=lambda: (0, config.github.max_tasks),
         )
-        self.dialer = BootstrapDialer(self.host, list(config.p2p.bootstrap_peers))
+        self.dialer = Dialer(self.host)
+        self.mdns = (
+            MdnsDiscovery(self.host, self.dialer, config.mdns, config.p2p.network_id)
+            if config.mdns.enabled
+            else None
+        )
         self.control = ControlServer(
             loaded.paths.control_socket,
             {"status": self._status_command, "peers": self._peers_command},
@@ -106,13 +112,19 @@ class Node:
 
     async def _serve(self) -> None:
         async with asyncio.TaskGroup() as group:
+            want_bootstrap_peers(
+                self.dialer, self.loaded.config.p2p.bootstrap_peers, self.identity.peer_id
+            )
             tasks = [
                 group.create_task(self.bus.run()),
                 group.create_task(self.presence.run()),
                 group.create_task(self.dialer.run()),
+                group.create_task(self._drop_unresponsive_peers()),
                 group.create_task(self._watch_host()),
                 group.create_task(self._report_to_systemd()),
             ]
+            if self.mdns is not None:
+                tasks.append(group.create_task(self.mdns.run()))
             log.info(
                 "node_ready",
                 listen=self.host.listen_addrs(),
@@ -151,6 +163,20 @@ class Node:
     async def _watch_host(self) -> None:
         await self.host.wait_done()
         raise RuntimeError("the p2p host stopped unexpectedly")
+
+    async def _drop_unresponsive_peers(self) -> None:
+        """Close links to peers that stopped beating, so the dialers reconnect as soon as the
+        network allows: TCP alone may take many minutes to notice a partition, and then
+        more to retransmit."""
+        while True:
+            for peer_id in self.peers.unresponsive():
+                log.warning("peer_unresponsive", peer=peer_id)
+                try:
+                    async with asyncio.timeout(DISCONNECT_TIMEOUT):
+                        await self.host.disconnect(peer_id)
+                except (TimeoutError, GuestStopped) as exc:
+                    log.debug("peer_disconnect_failed", peer=peer_id, error=repr(exc))
+            await asyncio.sleep(1)
 
     async def _report_to_systemd(self) -> None:
         """Watchdog pings from the event loop itself: a stuck loop stops them and gets restarted."""

@@ -21,6 +21,42 @@ from bzzz.p2p import PeerEvent
 log = structlog.get_logger(__name__)
 
 
+# A sender's sequence numbers grow by one per message; a jump larger than this is a restart
+# (numbers start at the clock in nanoseconds), not lost messages.
+EPOCH_JUMP = 1_000_000
+
+
+@dataclass
+class SequenceGaps:
+    """Messages of one sender that never arrived, from the gaps in its sequence numbers.
+
+    Out-of-order arrival (two gossip paths) shows as a gap only until the late message lands.
+    """
+
+    first: int = 0
+    last: int = 0
+    count: int = 0
+    missed_before: int = 0  # gaps of earlier epochs (before the sender restarted)
+
+    def add(self, seqno: int) -> None:
+        if self.count == 0 or seqno > self.last + EPOCH_JUMP or seqno < self.first - EPOCH_JUMP:
+            self.missed_before += self.missed_current
+            self.first = self.last = seqno
+            self.count = 1
+            return
+        self.first = min(self.first, seqno)
+        self.last = max(self.last, seqno)
+        self.count += 1
+
+    @property
+    def missed_current(self) -> int:
+        return max(0, self.last - self.first + 1 - self.count) if self.count else 0
+
+    @property
+    def missed(self) -> int:
+        return self.missed_before + self.missed_current
+
+
 @dataclass
 class PeerRecord:
     peer_id: str
@@ -37,6 +73,9 @@ class PeerRecord:
     last_seen: float = 0.0  # wall clock, for display
     last_heard: float = 0.0  # monotonic, for staleness
     stale: bool = False
+    announced: bool = False  # sent a capability broadcast: a bzzz node, expected to beat
+    received: int = 0  # messages from this peer
+    sequence: SequenceGaps = field(default_factory=SequenceGaps)
 
 
 class PeerTable:
@@ -83,8 +122,11 @@ class PeerTable:
 
     def on_message(self, msg: Message) -> None:
         record = self._heard(msg.sender)
+        record.received += 1
+        record.sequence.add(msg.seqno)
         data = msg.data
         if isinstance(data, CapabilityBroadcast):
+            record.announced = True
             changed = (
                 record.agent_id,
                 record.capabilities,
@@ -128,6 +170,11 @@ class PeerTable:
     def get(self, peer_id: str) -> PeerRecord | None:
         return self._peers.get(peer_id)
 
+    def unresponsive(self) -> list[str]:
+        """Connected bzzz peers that stopped beating: their link is dead (a partition TCP
+        has not noticed). Peers that never announced themselves cannot be judged by silence."""
+        return [r.peer_id for r in self.records() if r.connected and r.stale and r.announced]
+
     def records(self) -> list[PeerRecord]:
         self.sweep()
         return sorted(self._peers.values(), key=lambda r: r.peer_id)
@@ -159,6 +206,8 @@ class PeerTable:
                 "last_seen": datetime.fromtimestamp(r.last_seen, UTC).isoformat(),
                 "last_seen_s": round(now - r.last_heard, 1),
                 "stale": r.stale,
+                "received": r.received,
+                "missed": r.sequence.missed,
             }
             for r in self.records()
         ]
