@@ -26,8 +26,11 @@ class Notifier:
     def notify(self, *fields: str) -> None:
         if not self._address:
             return
-        # systemd gone or socket not writable: nothing useful to do.
+        # Never block the event loop on a receiver that does not drain its queue (a datagram
+        # socket blocks when the queue is full); a lost STATUS or WATCHDOG is recovered by the
+        # next one. systemd gone, or not writable: nothing useful to do either.
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
+            sock.setblocking(False)
             sock.sendto("\n".join(fields).encode(), self._address)
 
     def ready(self, status: str) -> None:

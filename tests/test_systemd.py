@@ -34,3 +34,13 @@ def test_watchdog_interval_is_half_of_systemds_and_only_for_our_pid():
 
 def test_without_systemd_nothing_happens():
     Notifier({}).ready("x")  # no socket, no error
+
+
+def test_a_receiver_that_does_not_drain_never_blocks_the_sender(tmp_path):
+    path = tmp_path / "full.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+        for _ in range(5000):  # far beyond the queue of any datagram socket
+            notifier.watchdog()
+        assert server.recv(100) == b"WATCHDOG=1"

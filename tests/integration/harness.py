@@ -60,6 +60,11 @@ class Daemon:
             "interval": 1,
             "metrics": "",
             "extra": "",
+            "ip": "127.0.0.1",
+            "mdns": False,  # mDNS only ever runs inside a test's own network namespace
+            "network_id": "bzzz",
+            # A command prefix, e.g. ["ip", "netns", "exec", "ns1"], to run the daemon elsewhere.
+            "prefix": [],
             **settings,
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -70,7 +75,7 @@ class Daemon:
 
     @property
     def address(self) -> str:
-        return f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{self.peer_id}"
+        return f"/ip4/{self.settings['ip']}/tcp/{self.port}/p2p/{self.peer_id}"
 
     def write_config(self) -> None:
         s = self.settings
@@ -84,12 +89,13 @@ state_dir = "{self.dir / "state"}"
 runtime_dir = "{self.dir / "run"}"
 
 [p2p]
-listen = ["/ip4/127.0.0.1/tcp/{self.port}"]
+listen = ["/ip4/{s["ip"]}/tcp/{self.port}"]
 bootstrap_peers = {toml_list(s["bootstrap"])}
 capability_interval = {s["interval"]}
+network_id = "{s["network_id"]}"
 
 [mdns]
-enabled = false
+enabled = {"true" if s["mdns"] else "false"}
 
 [control]
 metrics_listen = "{s["metrics"]}"
@@ -115,7 +121,15 @@ metrics_listen = "{s["metrics"]}"
         env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path)}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bzzz", "--config", str(self.config_path), "run"],
+                [
+                    *self.settings["prefix"],
+                    sys.executable,
+                    "-m",
+                    "bzzz",
+                    "--config",
+                    str(self.config_path),
+                    "run",
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -188,6 +202,8 @@ class Cluster:
         self.daemons: list[Daemon] = []
 
     def add(self, name: str, **settings: Any) -> Daemon:
+        if settings.get("mdns") and not settings.get("prefix"):
+            raise AssertionError("mDNS must only run inside a test's own network namespace")
         daemon = Daemon(self.root, name, **settings)
         self.daemons.append(daemon)
         return daemon

@@ -10,81 +10,19 @@ import json
 import os
 import re
 import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
-from tests.systemd.sdbox import REPO, Box, build, unavailable
-
-T = TypeVar("T")
+from tests.integration.harness import wait_until
+from tests.systemd.sdbox import Box, unavailable
 
 pytestmark = [
     pytest.mark.timeout(300),
     pytest.mark.skipif(unavailable() is not None, reason=str(unavailable())),
 ]
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.25)
-
-
-def checkout_copy(destination: Path) -> Path:
-    """The files of this checkout (tracked and new, not ignored), as a fresh clone has them."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, files):
-        source = REPO / name.decode()
-        if source.is_file():
-            target = destination / name.decode()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(source.read_bytes())
-            target.chmod(source.stat().st_mode)
-    return destination
-
-
-@pytest.fixture(scope="module")
-def staged() -> Iterator[Path]:
-    """A copy of the checkout and a wheelhouse for offline installs (the box has no internet)."""
-    why = build()
-    if why:
-        pytest.skip(why)
-    with tempfile.TemporaryDirectory(prefix="bzzz-sd-") as tmp:
-        root = Path(tmp)
-        checkout_copy(root / "bzzz")
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "wheel",
-                "--quiet",
-                "--wheel-dir",
-                str(root / "wheels"),
-                str(REPO),
-                "setuptools",
-                "wheel",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
-        yield root
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +108,7 @@ def test_kill_9_is_restarted_within_15_s_with_the_same_peer_id(box: Box):
     pid = main_pid(box)
     box.exec("kill", "-9", str(pid))
     killed = time.monotonic()
-    wait_for(lambda: main_pid(box) not in (0, pid) and is_active(box), 15, "a restart")
+    wait_until(lambda: main_pid(box) not in (0, pid) and is_active(box), 15, "a restart")
     print(f"restarted {time.monotonic() - killed:.1f} s after kill -9")
     assert status(box)["peer_id"] == before
 
@@ -178,7 +116,7 @@ def test_kill_9_is_restarted_within_15_s_with_the_same_peer_id(box: Box):
 def test_a_stalled_event_loop_is_killed_by_the_watchdog(box: Box):
     pid = main_pid(box)
     box.exec("kill", "-STOP", str(pid))  # the loop stops; so do its WATCHDOG=1 pings
-    wait_for(lambda: main_pid(box) not in (0, pid) and is_active(box), 75, "watchdog restart")
+    wait_until(lambda: main_pid(box) not in (0, pid) and is_active(box), 75, "watchdog restart")
     text = box.exec("journalctl", "-u", "bzzz", "--no-pager").stdout
     assert "Watchdog timeout" in text
 
