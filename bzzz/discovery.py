@@ -7,7 +7,9 @@ is dialled, with exponential backoff and jitter between failures.
 `MdnsDiscovery` announces this node with zeroconf (`_<tag>._udp.local.`, TXT strings
 `dnsaddr=<multiaddr>/p2p/<id>` as the libp2p mDNS spec has them, and `network=<network_id>`) and
 takes peers from the `dnsaddr=` strings of every answer it hears, not only from fully resolved
-service records, so that js-libp2p and go-libp2p nodes are found too.
+service records, so that js-libp2p and go-libp2p nodes are found too. It sends its own queries:
+js-libp2p queries every second, and zeroconf's browser would then suppress its queries as
+duplicates (RFC 6762 7.3), while js-libp2p only ever answers queries, never announces.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import random
 import time
 from collections.abc import Iterable, Sequence
@@ -23,6 +26,8 @@ from dataclasses import dataclass, field
 import ifaddr
 import structlog
 from zeroconf import (  # type: ignore[attr-defined]  # DNSText is exported, not in __all__
+    DNSOutgoing,
+    DNSQuestion,
     DNSText,
     InterfaceChoice,
     IPVersion,
@@ -30,12 +35,17 @@ from zeroconf import (  # type: ignore[attr-defined]  # DNSText is exported, not
     RecordUpdateListener,
     Zeroconf,
 )
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from bzzz.config import MdnsConfig
 from bzzz.p2p import GuestStopped, Host, PeerEvent
 
 log = structlog.get_logger(__name__)
+
+# DNS constants (RFC 1035): a query, a PTR question, class IN.
+_FLAGS_QR_QUERY = 0x0000
+_TYPE_PTR = 12
+_CLASS_IN = 1
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,15 @@ class DialPolicy:
 BOOTSTRAP_POLICY = DialPolicy(min_backoff=1.0, max_backoff=60.0, timeout=15.0)
 LAN_POLICY = DialPolicy(min_backoff=0.5, max_backoff=2.0, timeout=3.0)
 
+# A LAN peer neither reachable nor heard of for this long is given up (until heard again).
+# Not its record's TTL: records are not refreshed while we are connected, and a partition
+# may outlast them.
+LAN_FORGET_AFTER = 300.0
+
+# When we ask the LAN who is there: a quick burst at start, then at a steady pace.
+MDNS_QUERY_TIMES = (0.0, 1.0, 2.0)
+MDNS_QUERY_INTERVAL = 5.0
+
 
 def peer_id_of(address: str) -> str:
     """The peer id at the end of a full multiaddr (`.../p2p/<id>`)."""
@@ -61,7 +80,13 @@ class _Want:
     addresses: list[str]
     policy: DialPolicy
     source: str
-    expires: float | None  # monotonic deadline; None: for as long as the node runs
+    # None: for as long as the node runs. Else how long it may stay unreachable and unheard.
+    forget_after: float | None
+    expires: float | None = None  # monotonic; pushed forward while connected or heard of
+
+    def renew(self) -> None:
+        if self.forget_after is not None:
+            self.expires = time.monotonic() + self.forget_after
 
 
 @dataclass
@@ -83,17 +108,20 @@ class Dialer:
         addresses: Sequence[str],
         policy: DialPolicy,
         source: str,
-        expires: float | None = None,
+        forget_after: float | None = None,
     ) -> None:
-        """Keep a link to the peer at `addresses` (all of one peer id) until `expires`."""
+        """Keep a link to the peer at `addresses` (all of one peer id); give up only after
+        `forget_after` seconds unconnected and unheard of (None: never)."""
         peer_id = peer_id_of(addresses[0])
         if peer_id == self._host.peer_id:
             return
         current = self._wants.get(peer_id)
-        if current is not None and current.expires is None and expires is not None:
+        if current is not None and current.forget_after is None:
             # A bootstrap peer also seen on the LAN: keep it forever, dial it the LAN way.
-            expires = None
-        self._wants[peer_id] = _Want(list(addresses), policy, source, expires)
+            forget_after = None
+        want = _Want(list(addresses), policy, source, forget_after)
+        want.renew()
+        self._wants[peer_id] = want
         self._link(peer_id).changed.set()
         if peer_id not in self._keepers:
             self._keepers.add(peer_id)
@@ -102,7 +130,7 @@ class Dialer:
     def unwant(self, peer_id: str, source: str) -> None:
         """Stop keeping a link (the peer said goodbye), unless another source still wants it."""
         want = self._wants.get(peer_id)
-        if want is not None and want.source == source and want.expires is not None:
+        if want is not None and want.source == source and want.forget_after is not None:
             del self._wants[peer_id]
             self._link(peer_id).changed.set()
 
@@ -129,7 +157,8 @@ class Dialer:
                 if link.connected:
                     failures = 0
                     link.changed.clear()
-                    await _wait(link.changed, _remaining(want))
+                    await link.changed.wait()
+                    want.renew()  # it was reachable until now
                     continue
                 if await self._dial(peer_id, want, failures):
                     failures = 0
@@ -137,10 +166,8 @@ class Dialer:
                     continue
                 failures += 1
                 delay = min(want.policy.max_backoff, want.policy.min_backoff * 2 ** (failures - 1))
-                delay *= random.uniform(0.8, 1.2)
-                remaining = _remaining(want)
                 link.changed.clear()
-                await _wait(link.changed, delay if remaining is None else min(delay, remaining))
+                await _wait(link.changed, delay * random.uniform(0.8, 1.2))
         finally:
             self._keepers.discard(peer_id)
 
@@ -148,7 +175,9 @@ class Dialer:
         want = self._wants.get(peer_id)
         if want is not None and want.expires is not None and want.expires <= time.monotonic():
             del self._wants[peer_id]
-            log.info("peer_expired", peer=peer_id, source=want.source)
+            log.info(
+                "peer_given_up", peer=peer_id, source=want.source, unreachable_s=want.forget_after
+            )
             return None
         return want
 
@@ -175,11 +204,7 @@ class Dialer:
         return True
 
 
-def _remaining(want: _Want) -> float | None:
-    return None if want.expires is None else max(0.0, want.expires - time.monotonic())
-
-
-async def _wait(event: asyncio.Event, at_most: float | None) -> None:
+async def _wait(event: asyncio.Event, at_most: float) -> None:
     """Wait for `event`, or at most `at_most` seconds."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(at_most):
@@ -302,6 +327,16 @@ class MdnsDiscovery:
                 result.append(address)
         return list(dict.fromkeys(result))
 
+    async def _ask_forever(self, zc: Zeroconf) -> None:
+        """Ask who offers our service; the answers reach `_RecordListener`."""
+        started = time.monotonic()
+        steady = itertools.count(MDNS_QUERY_TIMES[-1] + MDNS_QUERY_INTERVAL, MDNS_QUERY_INTERVAL)
+        for at in itertools.chain(MDNS_QUERY_TIMES, steady):
+            await asyncio.sleep(max(0.0, started + at - time.monotonic()))
+            query = DNSOutgoing(_FLAGS_QR_QUERY)
+            query.add_question(DNSQuestion(self.type, _TYPE_PTR, _CLASS_IN))
+            zc.async_send(query)
+
     def on_txt(self, data: bytes, ttl: float) -> None:
         announcement = parse_announcement(decode_txt(data))
         if announcement is None or announcement.peer_id == self._host.peer_id:
@@ -323,9 +358,7 @@ class MdnsDiscovery:
             log.info(
                 "peer_discovered", peer=peer_id, source="mdns", addresses=announcement.addresses
             )
-        self._dialer.want(
-            announcement.addresses, LAN_POLICY, "mdns", expires=time.monotonic() + ttl
-        )
+        self._dialer.want(announcement.addresses, LAN_POLICY, "mdns", LAN_FORGET_AFTER)
 
     async def run(self) -> None:
         addresses = self.advertised_addresses()
@@ -352,24 +385,15 @@ class MdnsDiscovery:
             server=f"{peer_id.lower()}.local.",
             addresses=[ipaddress.ip_address(a.split("/")[2]).packed for a in addresses],
         )
-        browser: AsyncServiceBrowser | None = None
         try:
             # The instance name is our peer id, unique by construction: no probing needed.
             await zc.async_register_service(info, cooperating_responders=True, strict=False)
-            # The browser is here for its query schedule; answers reach _RecordListener.
-            browser = AsyncServiceBrowser(zc.zeroconf, self.type, handlers=[_ignore])
             log.info("mdns_started", service=self.type, addresses=addresses)
-            await asyncio.Event().wait()
+            await self._ask_forever(zc.zeroconf)
         finally:
-            if browser is not None:
-                await browser.async_cancel()
             zc.zeroconf.async_remove_listener(listener)
             await zc.async_unregister_all_services()  # sends the goodbye
             await zc.async_close()
-
-
-def _ignore(**_: object) -> None:
-    pass
 
 
 def _port_of(addresses: Sequence[str]) -> int:

@@ -109,6 +109,9 @@ class Lab:
         ip("-n", self.switch, "link", "set", port, "master", "br0", "up")
         ip("-n", host.namespace, "addr", "add", f"{host.address}/24", "dev", "eth0")
         ip("-n", host.namespace, "link", "set", "eth0", "up")
+        # As on a real LAN host, a default route: programs that send multicast without naming
+        # an interface (js-libp2p's mDNS) need one. It leads only onto the lab's bridge.
+        ip("-n", host.namespace, "route", "add", "default", "dev", "eth0")
         self.hosts.append(host)
         return host
 
