@@ -85,3 +85,17 @@ def test_own_connection_events_and_unknown_disconnects_are_ignored():
     peers.on_peer_event(PeerEvent(SELF, True))
     peers.on_peer_event(PeerEvent(PEER, False))
     assert peers.snapshot() == []
+
+
+def test_gaps_in_a_senders_sequence_numbers_count_as_missed():
+    from bzzz.peers import SequenceGaps
+
+    gaps = SequenceGaps()
+    for seqno in (100, 101, 103, 104):
+        gaps.add(seqno)
+    assert gaps.missed == 1
+    gaps.add(102)  # late, by another gossip path
+    assert gaps.missed == 0
+    gaps.add(10**18)  # the sender restarted: a new epoch, not a billion losses
+    gaps.add(10**18 + 2)
+    assert gaps.missed == 1
