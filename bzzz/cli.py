@@ -10,7 +10,9 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from bzzz import __version__
@@ -21,6 +23,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
+FOLLOW_POLL_S = 0.5
 
 
 def _error(message: str) -> None:
@@ -122,6 +125,95 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def cmd_version(args: argparse.Namespace) -> int:
     print(__version__)
     return EXIT_OK
+
+
+# ---- the audit log, read from disk ----------------------------------------------------------
+
+
+def _log_scope(args: argparse.Namespace) -> tuple[Path, list[str]]:
+    """The log directory and the authors to show: --author, else our own, else all."""
+    from bzzz.auditlog import reader
+    from bzzz.p2p import load_existing
+
+    paths = _load(args).paths
+    root = reader.log_root(paths.state_dir)
+    if getattr(args, "author", None):
+        return root, [args.author]
+    own = load_existing(paths.state_dir)
+    if own is not None and own.peer_id in reader.authors(root):
+        return root, [own.peer_id]
+    return root, reader.authors(root)
+
+
+def _entry_line(signed: Any, as_json: bool) -> str:
+    entry = signed.entry
+    if as_json:
+        return json.dumps({**entry.fields(), "hash": signed.hash}, sort_keys=True)
+    data = json.dumps(entry.data, sort_keys=True, ensure_ascii=False)
+    return f"{entry.seq:>6}  {entry.timestamp}  {entry.author[-6:]}  {entry.type:<20} {data}"
+
+
+def cmd_log_show(args: argparse.Namespace) -> int:
+    from bzzz.auditlog import reader
+
+    root, authors = _log_scope(args)
+    for author in authors:
+        store, _ = reader.open_chain(root, author)
+        for signed in reader.entries(store, since=args.since):
+            if args.type is None or signed.entry.type == args.type:
+                print(_entry_line(signed, args.json))
+    return EXIT_OK
+
+
+def cmd_log_verify(args: argparse.Namespace) -> int:
+    from bzzz.auditlog import reader
+    from bzzz.p2p import verify
+
+    root = reader.log_root(_load(args).paths.state_dir)
+    heads, findings = reader.verify(root, verify)
+    if args.json:
+        _print_json(
+            {
+                "ok": not findings,
+                "heads": heads,
+                "problems": [
+                    {"author": f.author, "seq": f.problem.seq, "reason": f.problem.reason}
+                    for f in findings
+                ],
+            }
+        )
+    else:
+        bad = {f.author for f in findings}
+        for author, head in heads.items():
+            print(f"{'FAIL' if author in bad else 'ok  '}  {author}  {head} entries")
+        for finding in findings:
+            print(f"      {finding.author} seq {finding.problem.seq}: {finding.problem.reason}")
+    if findings:
+        first = findings[0]
+        _error(f"log verify: {first.author} seq {first.problem.seq}: {first.problem.reason}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_log_follow(args: argparse.Namespace) -> int:
+    from bzzz.auditlog import reader
+
+    root, authors = _log_scope(args)
+    stores, next_seq = {}, {}
+    for author in authors:
+        stores[author], scan = reader.open_chain(root, author)
+        next_seq[author] = max(1, scan.head_seq - 9)  # the last ten, then what lands
+    try:
+        while True:
+            for author, store in stores.items():
+                store.refresh()
+                for signed in reader.entries(store, since=next_seq[author]):
+                    if args.type is None or signed.entry.type == args.type:
+                        print(_entry_line(signed, args.json), flush=True)
+                    next_seq[author] = signed.entry.seq + 1
+            time.sleep(FOLLOW_POLL_S)
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 # ---- clients of the control socket ----------------------------------------------------------
@@ -259,6 +351,24 @@ def build_parser() -> argparse.ArgumentParser:
         parent=config_commands,
     )
     check.add_argument("path", nargs="?", help="file to check (default: as `bzzz run` would)")
+
+    log_parser = commands.add_parser("log", help="the audit log (read from disk)")
+    log_commands = log_parser.add_subparsers(dest="log_command", required=True, metavar="COMMAND")
+    show = add("show", cmd_log_show, "print entries", json_flag=True, parent=log_commands)
+    follow = add(
+        "follow", cmd_log_follow, "print entries as they land", json_flag=True, parent=log_commands
+    )
+    for sub in (show, follow):
+        sub.add_argument("--author", metavar="PEER_ID", help="whose log (default: this node's)")
+        sub.add_argument("--type", metavar="T", help="only entries of this type")
+    show.add_argument("--since", metavar="SEQ", type=int, default=1, help="from this seq on")
+    add(
+        "verify",
+        cmd_log_verify,
+        "check every log and replica: records, chain, signatures",
+        json_flag=True,
+        parent=log_commands,
+    )
     return parser
 
 

@@ -64,6 +64,15 @@ class Data(BaseModel):
 # ---- coordination ---------------------------------------------------------------------------
 
 
+class LogHead(Data):
+    """The newest entry of the sender's audit log; `sig` (base64) is that entry's signature,
+    which covers `hash`, so the claim stands on its own as evidence."""
+
+    seq: int = Field(ge=0)
+    hash: str
+    sig: str = ""
+
+
 class CapabilityBroadcast(Data):
     node_id: str
     agent_id: str = ""
@@ -71,6 +80,8 @@ class CapabilityBroadcast(Data):
     models: list[str] = []
     version: str = ""
     specialization: str = ""
+    network_id: str = ""
+    log_head: LogHead | None = None
 
 
 AvailabilityStatus = Literal["ready", "working", "busy"]

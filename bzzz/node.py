@@ -7,6 +7,7 @@ metrics), READY, the background loops in one task group, then the orderly stop i
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import signal
@@ -18,13 +19,19 @@ from typing import Any
 import structlog
 
 from bzzz import __version__
+from bzzz.auditlog import reader
+from bzzz.auditlog.log import AuditLog, AuditLogError, ChainWriter
+from bzzz.auditlog.replication import PROTOCOL as LOG_PROTOCOL
+from bzzz.auditlog.replication import Replicator
+from bzzz.auditlog.segments import ChainStore
 from bzzz.bus import MessageBus
 from bzzz.config import LoadedConfig
 from bzzz.control import ControlServer
 from bzzz.discovery import Dialer, MdnsDiscovery, want_bootstrap_peers
+from bzzz.messages import CapabilityBroadcast, LogHead, Message, MessageType
 from bzzz.metrics import MetricsServer
-from bzzz.p2p import GuestStopped, Host, Identity
-from bzzz.peers import PeerTable
+from bzzz.p2p import GuestStopped, Host, Identity, verify
+from bzzz.peers import PeerRecord, PeerTable
 from bzzz.presence import Presence
 from bzzz.systemd import Notifier
 
@@ -52,6 +59,17 @@ class Node:
         self.bus = MessageBus(identity.peer_id, config.p2p.max_clock_skew, config.p2p.allow_peers)
         self.host = Host(identity, config.p2p.listen, self.bus.admitters(), config.p2p.allow_peers)
         self.bus.attach(self.host)
+        log_root = reader.log_root(loaded.paths.state_dir)
+        own = identity.peer_id
+        self.audit = AuditLog(
+            ChainWriter(
+                ChainStore(log_root / own, own), config.auditlog.fsync, config.auditlog.batch_ms
+            ),
+            own,
+            identity.sign,
+        )
+        self.replicator = Replicator(self.host, self.audit, log_root, verify)
+        self.host.set_stream_handler(LOG_PROTOCOL, self.replicator.serve)
         self.peers = PeerTable(
             identity.peer_id,
             stale_after=STALE_AFTER_BEATS * interval,
@@ -65,6 +83,8 @@ class Node:
             self.host,
             self.peers,
             load=lambda: (0, config.github.max_tasks),
+            network_id=config.p2p.network_id,
+            log_head=self._log_head,
         )
         self.dialer = Dialer(self.host)
         self.mdns = (
@@ -80,6 +100,8 @@ class Node:
         self.systemd = Notifier(env)
 
         self.bus.on(None, self.peers.on_message)
+        self.bus.on(MessageType.CAPABILITY_BROADCAST, self._on_capabilities)
+        self.peers.add_listener(self._audit_peer)
         for listener in (
             self.peers.on_peer_event,
             self.presence.on_peer_event,
@@ -101,6 +123,11 @@ class Node:
             state_dir=str(self.loaded.paths.state_dir),
         )
         async with contextlib.AsyncExitStack() as stack:
+            await self.audit.start()
+            stack.push_async_callback(self.audit.stop)
+            await self.replicator.start()
+            stack.push_async_callback(self.replicator.stop)
+            self._record("node_started", {"version": __version__, "agent_id": self.agent_id})
             await self.host.start()
             stack.push_async_callback(self.host.stop)
             await self.control.start()
@@ -108,6 +135,8 @@ class Node:
             self.metrics.start()
             stack.callback(self.metrics.stop)
             await self._serve()
+            # Written before the log closes (the stack unwinds after this).
+            self._record("node_stopped", {"uptime_s": round(self.uptime(), 1)})
         log.info("node_stopped", uptime_s=round(self.uptime(), 1))
 
     async def _serve(self) -> None:
@@ -119,6 +148,7 @@ class Node:
                 group.create_task(self.bus.run()),
                 group.create_task(self.presence.run()),
                 group.create_task(self.dialer.run()),
+                group.create_task(self.replicator.run()),
                 group.create_task(self._drop_unresponsive_peers()),
                 group.create_task(self._watch_host()),
                 group.create_task(self._report_to_systemd()),
@@ -186,6 +216,47 @@ class Node:
             self.systemd.status(self._status_line())
             await asyncio.sleep(interval)
 
+    # ---- the audit trail -------------------------------------------------------------------
+
+    def _record(self, type: str, data: dict[str, Any]) -> None:
+        """Put an event into our own log, in the order events happen, without waiting for the
+        disk. A failing disk is logged once by the log itself."""
+        try:
+            _, durable = self.audit.append_nowait(type, data)
+        except AuditLogError:
+            return
+        durable.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _audit_peer(self, kind: str, peer: PeerRecord) -> None:
+        if kind == "joined":
+            self._record("peer_joined", {"peer": peer.peer_id, "address": peer.address})
+        elif kind == "left":
+            self._record("peer_left", {"peer": peer.peer_id})
+        elif kind == "capabilities":
+            self._record(
+                "capability_changed",
+                {
+                    "peer": peer.peer_id,
+                    "agent_id": peer.agent_id,
+                    "capabilities": peer.capabilities,
+                    "models": peer.models,
+                    "version": peer.version,
+                },
+            )
+
+    def _log_head(self) -> LogHead | None:
+        head = self.audit.head
+        if head is None:
+            return None
+        return LogHead(
+            seq=head.entry.seq, hash=head.hash, sig=base64.b64encode(head.signature).decode()
+        )
+
+    def _on_capabilities(self, msg: Message) -> None:
+        assert isinstance(msg.data, CapabilityBroadcast)
+        if msg.data.log_head is not None:
+            self.replicator.on_head(msg.sender, msg.data.log_head.seq)
+
     # ---- what the node tells ---------------------------------------------------------------
 
     def uptime(self) -> float:
@@ -210,8 +281,19 @@ class Node:
             "connected": self.host.connected_peers(),
             "messages": self.bus.stats(),
             "broadcasts_sent": self.presence.broadcasts_sent,
+            "auditlog": self._auditlog_status(),
             "config": str(self.loaded.source or ""),
             "state_dir": str(self.loaded.paths.state_dir),
+        }
+
+    def _auditlog_status(self) -> dict[str, Any]:
+        writer = self.audit.writer
+        return {
+            "head": {"seq": writer.head_seq, "hash": writer.head_hash},
+            "fsync": self.loaded.config.auditlog.fsync,
+            "failed": str(writer.failed) if writer.failed else None,
+            "problems": [str(p) for p in writer.store.scan.problems],
+            **self.replicator.status(),
         }
 
     async def _snapshot(self) -> dict[str, Any]:

@@ -93,6 +93,16 @@ class PeerTable:
         self._clock = clock
         self._wall = wall_clock
         self._peers: dict[str, PeerRecord] = {}
+        self._listeners: list[Callable[[str, PeerRecord], None]] = []
+
+    def add_listener(self, listener: Callable[[str, PeerRecord], None]) -> None:
+        """Call `listener(kind, record)` when a peer is "joined", "left", or announces changed
+        "capabilities"."""
+        self._listeners.append(listener)
+
+    def _tell(self, kind: str, record: PeerRecord) -> None:
+        for listener in self._listeners:
+            listener(kind, record)
 
     def _heard(self, peer_id: str) -> PeerRecord:
         record = self._peers.get(peer_id)
@@ -113,12 +123,14 @@ class PeerTable:
             record.connected = True
             record.address = event.address
             log.info("peer_connected", peer=event.peer_id, address=event.address)
+            self._tell("joined", record)
         else:
             known = self._peers.get(event.peer_id)
             if known is None:
                 return
             known.connected = False
             log.info("peer_disconnected", peer=event.peer_id, agent=known.agent_id)
+            self._tell("left", known)
 
     def on_message(self, msg: Message) -> None:
         record = self._heard(msg.sender)
@@ -140,6 +152,7 @@ class PeerTable:
             record.version = data.version
             record.specialization = data.specialization
             if changed:
+                self._tell("capabilities", record)
                 log.info(
                     "peer_capabilities",
                     peer=msg.sender,

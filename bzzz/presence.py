@@ -20,6 +20,7 @@ from bzzz.messages import (
     AvailabilityBroadcast,
     AvailabilityStatus,
     CapabilityBroadcast,
+    LogHead,
 )
 from bzzz.p2p import GuestStopped, Host, PeerEvent
 from bzzz.peers import PeerTable
@@ -43,6 +44,8 @@ class Presence:
         host: Host,
         peers: PeerTable,
         load: Load,
+        network_id: str,
+        log_head: Callable[[], LogHead | None],
     ) -> None:
         self._node = node
         self.agent_id = agent_id
@@ -51,6 +54,8 @@ class Presence:
         self._host = host
         self._peers = peers
         self._load = load
+        self._network_id = network_id
+        self._log_head = log_head
         self._greet: asyncio.Queue[str] = asyncio.Queue()
         self.broadcasts_sent = 0
 
@@ -62,6 +67,8 @@ class Presence:
             models=list(self._node.models),
             version=__version__,
             specialization=self._node.specialization,
+            network_id=self._network_id,
+            log_head=self._log_head(),
         )
 
     def availability(self) -> AvailabilityBroadcast:

@@ -155,6 +155,16 @@ class ChainStore:
             good_end = end
         return good_end
 
+    def refresh(self) -> None:
+        """Read-only stores: take in what a writer appended since `open` (for following)."""
+        assert not self.writable
+        known = {segment.path for segment in self._segments}
+        for path in sorted(self.directory.glob("*.seg")):
+            if path not in known:
+                self._segments.append(_Segment(path, _first_seq(path), 0))
+        for segment in self._segments:
+            segment.size = segment.path.stat().st_size
+
     # ---- writing (writer thread) -----------------------------------------------------------
 
     def append(self, entries: list[SignedEntry], sync: bool) -> None:

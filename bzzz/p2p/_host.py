@@ -42,7 +42,8 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
-from bzzz.p2p._guest import TrioGuest
+from bzzz.p2p._guest import GuestStopped, TrioGuest
+from bzzz.p2p._stream import Stream, StreamError, StreamHandler, trio_handler
 from bzzz.p2p.identity import Identity
 
 log = structlog.get_logger(__name__)
@@ -216,6 +217,7 @@ class Host:
         }
         self._admitted: OrderedDict[bytes, object] = OrderedDict()
         self._listeners: list[PeerListener] = []
+        self._stream_handlers: dict[str, StreamHandler] = {}
         self._counters: dict[str, int] = {"bad_signature": 0, "inbound_overflow": 0}
         self._guest = TrioGuest()
         self._host: Any = None
@@ -284,6 +286,10 @@ class Host:
                     for topic in self._admit:
                         pubsub.set_topic_validator(topic, self._validator(topic), False)
                         await pubsub.subscribe(topic)
+                    for protocol, handler in self._stream_handlers.items():
+                        host.set_stream_handler(
+                            TProtocol(protocol), trio_handler(self._guest, protocol, handler)
+                        )
                     self._host, self._pubsub, self._router = host, pubsub, router
                     task_status.started()
                     try:
@@ -441,6 +447,24 @@ class Host:
         assert self._pubsub is not None
         await self._pubsub.wait_for_subscription(peer, topic, timeout=math.inf)
         await self._pubsub.wait_for_mesh(peer, topic, timeout=math.inf)
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
+        """Serve `protocol`: `handler` gets each stream a peer opens (register before start)."""
+        self._stream_handlers[protocol] = handler
+
+    async def open_stream(self, peer_id: str, protocol: str) -> Stream:
+        """Open a stream to a connected peer; raises StreamError if it does not speak it."""
+        try:
+            raw = await self._guest.call(self._new_stream, ID.from_base58(peer_id), protocol)
+        except GuestStopped:
+            raise
+        except Exception as exc:
+            raise StreamError(f"cannot open {protocol} to {peer_id}: {exc!r}") from None
+        return Stream(self._guest, raw, peer_id, protocol)
+
+    async def _new_stream(self, peer: ID, protocol: str) -> Any:
+        assert self._host is not None
+        return await self._host.new_stream(peer, [TProtocol(protocol)])
 
     def mesh_peers(self, topic: str) -> list[str]:
         if self._router is None:

@@ -59,6 +59,15 @@ def verify(peer_id: str, data: bytes, signature: bytes) -> bool:
         return False
 
 
+def load_existing(state_dir: Path) -> Identity | None:
+    """The node's identity if it has one (never creates it)."""
+    path = state_dir / KEY_FILE_NAME
+    try:
+        return Identity(load_identity(path), path)
+    except (OSError, ValueError):
+        return None
+
+
 def load_or_create(state_dir: Path) -> tuple[Identity, bool]:
     """Load the key from `state_dir`, creating it (mode 0600) on first use.
 

@@ -15,12 +15,13 @@ from libp2p.pubsub.pubsub import PUBSUB_SIGNING_PREFIX
 
 from bzzz.messages import TOPICS
 from bzzz.p2p import Host, Identity, Incoming
+from bzzz.p2p._stream import StreamHandler
 
 
 class TestPeer:
     __test__ = False  # not a test class, despite the name
 
-    def __init__(self) -> None:
+    def __init__(self, streams: dict[str, StreamHandler] | None = None) -> None:
         self.identity = Identity.generate()
         self.peer_id = self.identity.peer_id
         self.received: list[Incoming] = []
@@ -29,6 +30,8 @@ class TestPeer:
             ["/ip4/127.0.0.1/tcp/0"],
             {topic: self._admit for topic in TOPICS},
         )
+        for protocol, handler in (streams or {}).items():
+            self.host.set_stream_handler(protocol, handler)
         self._seqno = 1 << 40
 
     def _admit(self, incoming: Incoming) -> Incoming:

@@ -1,0 +1,214 @@
+"""Daemons replicate each other's audit logs over /bzzz/log/1.0.0 and verify what they get."""
+
+import json
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+from bzzz.auditlog.entry import GENESIS, Entry, SignedEntry
+from bzzz.messages import COORDINATION_TOPIC
+from bzzz.p2p import Stream
+from tests.integration.harness import Cluster, Daemon, await_until, wait_until
+from tests.integration.testpeer import TestPeer
+
+
+def replicas_complete(daemons: list[Daemon]) -> bool:
+    heads = {d.peer_id: d.status()["auditlog"]["head"] for d in daemons}
+    for daemon in daemons:
+        replicas = daemon.status()["auditlog"]["replicas"]
+        for other in daemons:
+            if other is daemon:
+                continue
+            held = replicas.get(other.peer_id)
+            if held is None or held["hash"] != heads[other.peer_id]["hash"]:
+                return False
+    return True
+
+
+def log_verify(daemon: Daemon) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bzzz",
+            "--config",
+            str(daemon.config_path),
+            "log",
+            "verify",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_three_daemons_hold_verified_replicas_and_a_returning_one_catches_up(cluster: Cluster):
+    daemons = cluster.full_mesh(["a", "b", "c"])
+    a, b, c = daemons
+    wait_until(lambda: replicas_complete(daemons), 20, "every daemon holds the others' logs")
+    for daemon in daemons:
+        report = json.loads(log_verify(daemon).stdout)
+        assert report["ok"] is True
+        assert sorted(report["heads"]) == sorted(d.peer_id for d in daemons)
+
+    c.signal(signal.SIGTERM)
+    assert c.wait_exit(10) == 0
+    # While c is away, a and b keep writing (b's restart: node_stopped, node_started, ...).
+    b.signal(signal.SIGTERM)
+    assert b.wait_exit(10) == 0
+    b.start()
+    moved = a.status()["auditlog"]["head"]["seq"]
+    c.start()
+    wait_until(lambda: replicas_complete(daemons), 20, "c catches up")
+    assert c.status()["auditlog"]["replicas"][a.peer_id]["seq"] >= moved
+    kinds = [
+        json.loads(line)["type"]
+        for line in subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bzzz",
+                "--config",
+                str(c.config_path),
+                "log",
+                "show",
+                "--json",
+                "--author",
+                b.peer_id,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    ]
+    assert kinds.count("node_started") == 2 and "node_stopped" in kinds
+    assert "peer_joined" in kinds and "capability_changed" in kinds
+    assert log_verify(c).returncode == 0
+
+
+class ForgingAuthor:
+    """A peer whose log the test controls: it can serve altered entries and rewrite history."""
+
+    def __init__(self) -> None:
+        self.peer = TestPeer(streams={"/bzzz/log/1.0.0": self.serve})
+        self.entries: list[SignedEntry] = []
+        self.served: list[SignedEntry] = []  # what goes on the wire (possibly altered)
+
+    def append(self, type_: str, data: dict) -> None:
+        prev = self.entries[-1].hash if self.entries else GENESIS
+        entry = Entry(
+            len(self.entries) + 1,
+            datetime.now(UTC).isoformat(),
+            self.peer.peer_id,
+            type_,
+            data,
+            prev,
+        )
+        self.entries.append(SignedEntry.create(entry, self.peer.identity.sign))
+        self.served = list(self.entries)
+
+    async def serve(self, stream: Stream) -> None:
+        while line := await stream.readline(65536):
+            request = json.loads(line)
+            chosen = [s for s in self.served if s.entry.seq >= request["from"]][: request["limit"]]
+            for signed in chosen:
+                await stream.write(signed.to_record() + b"\n")
+            await stream.write(json.dumps({"end": True, "head": len(self.served)}).encode() + b"\n")
+
+    async def announce(self) -> None:
+        head = self.entries[-1]
+        body = {
+            "type": "capability_broadcast",
+            "from": self.peer.peer_id,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "data": {
+                "node_id": self.peer.peer_id,
+                "agent_id": "forger",
+                "log_head": {"seq": head.entry.seq, "hash": head.hash, "sig": ""},
+            },
+        }
+        await self.peer.publish(COORDINATION_TOPIC, json.dumps(body).encode())
+
+
+async def test_entries_altered_in_transit_are_refused_and_counted(cluster: Cluster):
+    (daemon,) = cluster.full_mesh(["a"])
+    author = ForgingAuthor()
+    async with author.peer:
+        await author.peer.join(daemon.address)
+        for n in range(3):
+            author.append("tick", {"n": n})
+        # Seq 2 altered on the wire, its hash recomputed to match; the signature cannot be.
+        original = author.served[1]
+        altered = Entry(**{**original.entry.fields(), "data": {"n": 999}})
+        author.served[1] = SignedEntry(altered, altered.digest(), original.signature)
+        await author.announce()
+
+        def refused() -> dict:
+            return daemon.status()["auditlog"]["refused"]
+
+        await await_until(lambda: refused().get("bad_signature"), 10, "the altered entry refused")
+        replica = daemon.status()["auditlog"]["replicas"][author.peer.peer_id]
+        assert replica["seq"] == 1, "only the entry before the altered one is kept"
+
+        # Corrupted bytes (hash no longer matches): refused as malformed.
+        author.served = list(author.entries)
+        raw = author.served[1].to_record().replace(b'"n":1', b'"n":7')
+        author.served[1] = _Raw(raw)  # type: ignore[assignment]
+        await author.announce()
+        await await_until(lambda: refused().get("malformed"), 10, "the corrupted entry refused")
+
+        # The honest history is accepted afterwards.
+        author.served = list(author.entries)
+        await author.announce()
+        await await_until(
+            lambda: daemon.status()["auditlog"]["replicas"][author.peer.peer_id]["seq"] == 3,
+            10,
+            "the honest entries",
+        )
+
+
+class _Raw:
+    """Bytes that pretend to be an entry on the wire."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.entry = type("E", (), {"seq": 2})()
+
+    def to_record(self) -> bytes:
+        return self.raw
+
+
+async def test_a_rewritten_history_signed_by_its_author_is_a_fork(cluster: Cluster):
+    (daemon,) = cluster.full_mesh(["a"])
+    author = ForgingAuthor()
+    async with author.peer:
+        await author.peer.join(daemon.address)
+        for n in range(3):
+            author.append("tick", {"n": n})
+        await author.announce()
+        await await_until(
+            lambda: (
+                (r := daemon.status()["auditlog"]["replicas"].get(author.peer.peer_id))
+                and r["seq"] == 3
+            ),
+            10,
+            "the first history replicated",
+        )
+        # The author rewrites seq 3 and goes on: every entry validly signed with its key.
+        author.entries = author.entries[:2]
+        author.append("tick", {"n": "rewritten"})
+        author.append("tick", {"n": 4})
+        await author.announce()
+        forks = await await_until(lambda: daemon.status()["auditlog"]["forks"], 10, "the fork")
+        assert forks[0]["author"] == author.peer.peer_id and forks[0]["seq"] == 3
+        assert forks[0]["ours"] != forks[0]["theirs"]
+        assert "auditlog_fork" in daemon.log() and "<3>" in daemon.log()
+
+    verdict = log_verify(daemon)
+    assert verdict.returncode == 1
+    assert f"{author.peer.peer_id} seq 3: fork" in verdict.stderr
+    evidence = json.loads((daemon.dir / "state/auditlog/forks.jsonl").read_text())
+    assert evidence["ours"]["hash"] != evidence["theirs"]["hash"]
+    assert evidence["ours"]["entry"]["seq"] == evidence["theirs"]["entry"]["seq"] == 3

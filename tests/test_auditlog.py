@@ -1,0 +1,129 @@
+"""The audit log on disk: chain, signatures, torn tails, damage, group commit."""
+
+import asyncio
+import zlib
+from pathlib import Path
+
+import pytest
+
+from bzzz.auditlog import reader
+from bzzz.auditlog.entry import GENESIS, SignedEntry
+from bzzz.auditlog.log import AuditLog, ChainWriter
+from bzzz.auditlog.segments import HEADER, ChainStore
+from bzzz.p2p import Identity, verify
+
+
+@pytest.fixture
+def identity() -> Identity:
+    return Identity.generate()
+
+
+async def opened(root: Path, identity: Identity, fsync: str = "always") -> AuditLog:
+    author = identity.peer_id
+    log = AuditLog(ChainWriter(ChainStore(root / author, author), fsync), author, identity.sign)
+    await log.start()
+    return log
+
+
+def segment_of(root: Path, identity: Identity) -> Path:
+    [segment] = (root / identity.peer_id).glob("*.seg")
+    return segment
+
+
+async def test_entries_chain_sign_and_survive_a_restart(tmp_path, identity):
+    log = await opened(tmp_path, identity)
+    first = await log.append("node_started", {"version": "0.1.0"})
+    second = await log.append("peer_joined", {"peer": "12D3KooWx"})
+    await log.stop()
+    assert (first.entry.seq, first.entry.prev) == (1, GENESIS)
+    assert (second.entry.seq, second.entry.prev) == (2, first.hash)
+    assert second.signed_by_author(verify)
+
+    again = await opened(tmp_path, identity)
+    assert again.head is not None and again.head.hash == second.hash
+    third = await again.append("node_stopped", {})
+    await again.stop()
+    assert third.entry.prev == second.hash
+    heads, findings = reader.verify(tmp_path, verify)
+    assert heads == {identity.peer_id: 3}
+    assert findings == []
+
+
+async def test_batch_mode_acknowledges_concurrent_appends_in_order(tmp_path, identity):
+    log = await opened(tmp_path, identity, fsync="batch")
+    appended = await asyncio.gather(*(log.append("tick", {"n": n}) for n in range(200)))
+    await log.stop()
+    assert [s.entry.seq for s in appended] == list(range(1, 201))
+    assert [s.entry.data["n"] for s in appended] == list(range(200))
+    _, scan = reader.open_chain(tmp_path, identity.peer_id)
+    assert (scan.head_seq, scan.count, scan.problems) == (200, 200, [])
+
+
+async def test_a_torn_last_record_is_cut_back_on_open(tmp_path, identity):
+    log = await opened(tmp_path, identity)
+    for n in range(5):
+        await log.append("tick", {"n": n})
+    await log.stop()
+    segment = segment_of(tmp_path, identity)
+    whole = segment.read_bytes()
+    segment.write_bytes(whole[:-7])  # the last record half written, as after a crash
+
+    log = await opened(tmp_path, identity)
+    assert log.writer.head_seq == 4
+    assert log.writer.store.scan.tail_cut > 0
+    assert log.writer.store.scan.problems == []
+    fifth = await log.append("tick", {"n": "again"})
+    await log.stop()
+    assert fifth.entry.seq == 5
+    assert reader.verify(tmp_path, verify)[1] == []
+
+
+async def test_a_flipped_byte_in_the_middle_is_reported_with_its_seq(tmp_path, identity):
+    log = await opened(tmp_path, identity)
+    for n in range(5):
+        await log.append("tick", {"n": n})
+    await log.stop()
+    segment = segment_of(tmp_path, identity)
+    data = bytearray(segment.read_bytes())
+    at = data.find(b'"n":2')
+    data[at + 4] ^= 0x01  # seq 3's data, checksum now wrong
+    segment.write_bytes(bytes(data))
+
+    _, findings = reader.verify(tmp_path, verify)
+    assert [(f.problem.seq, "unreadable" in f.problem.reason) for f in findings] == [(3, True)]
+    log = await opened(tmp_path, identity)  # not a torn tail: nothing is cut
+    assert log.writer.store.scan.tail_cut == 0
+    assert log.writer.head_seq == 5
+    await log.stop()
+    assert segment.stat().st_size == len(data)
+
+
+async def test_a_rewritten_entry_with_a_fixed_checksum_fails_its_signature(tmp_path, identity):
+    log = await opened(tmp_path, identity)
+    for n in range(3):
+        await log.append("tick", {"n": n})
+    await log.stop()
+    segment = segment_of(tmp_path, identity)
+    store, _ = reader.open_chain(tmp_path, identity.peer_id)
+    records = [e for e in reader.entries(store)]
+    # Rewrite seq 2 as a forger without the key would: new data, new hash, old signature.
+    forged_entry = records[1].entry.__class__(**{**records[1].entry.fields(), "data": {"n": 99}})
+    forged = SignedEntry(forged_entry, forged_entry.digest(), records[1].signature)
+    out = bytearray()
+    for signed in (records[0], forged, records[2]):
+        payload = signed.to_record()
+        out += HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+    segment.write_bytes(bytes(out))
+
+    _, findings = reader.verify(tmp_path, verify)
+    reasons = {(f.problem.seq, f.problem.reason) for f in findings}
+    assert (2, "signature does not verify") in reasons
+    assert (3, "prev is not the hash of the entry before") in reasons
+
+
+async def test_oversized_entries_are_refused_before_they_are_chained(tmp_path, identity):
+    log = await opened(tmp_path, identity)
+    with pytest.raises(ValueError, match="over"):
+        log.append_nowait("big", {"blob": "x" * 20000})
+    assert log.writer.head_seq == 0
+    await log.stop()
