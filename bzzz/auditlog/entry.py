@@ -13,10 +13,11 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 GENESIS = "0" * 64  # `prev` of the first entry
-MAX_DATA_BYTES = 16 * 1024
+MAX_ENTRY_BYTES = 16 * 1024
 
 Signer = Callable[[bytes], bytes]
 Verifier = Callable[[str, bytes, bytes], bool]  # (peer id, data, signature) -> valid
@@ -49,11 +50,13 @@ class Entry:
             "prev": self.prev,
         }
 
+    @cached_property
     def canonical(self) -> bytes:
+        """The bytes that are hashed (computed once: hashing and storing both need them)."""
         return _canonical(self.fields())
 
     def digest(self) -> str:
-        return hashlib.sha256(self.canonical()).hexdigest()
+        return hashlib.sha256(self.canonical).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -68,13 +71,15 @@ class SignedEntry:
         return cls(entry, digest, sign(bytes.fromhex(digest)))
 
     def to_record(self) -> bytes:
-        """The stored and transmitted form: one JSON object, no newline inside."""
-        return _canonical(
-            {
-                "entry": self.entry.fields(),
-                "hash": self.hash,
-                "sig": base64.b64encode(self.signature).decode(),
-            }
+        """The stored and transmitted form: one canonical JSON object, no newline inside."""
+        # Spelled out to reuse the entry's canonical bytes; the keys are in sorted order.
+        sig = base64.b64encode(self.signature)
+        return (
+            b'{"entry":'
+            + self.entry.canonical
+            + b',"hash":"'
+            + self.hash.encode()
+            + (b'","sig":"' + sig + b'"}')
         )
 
     @classmethod
@@ -102,6 +107,6 @@ class SignedEntry:
         return verify(self.entry.author, bytes.fromhex(self.hash), self.signature)
 
 
-def check_data(data: dict[str, Any]) -> None:
-    if len(_canonical(data)) > MAX_DATA_BYTES:
-        raise EntryError(f"entry data over {MAX_DATA_BYTES} bytes")
+def check_size(entry: Entry) -> None:
+    if len(entry.canonical) > MAX_ENTRY_BYTES:
+        raise EntryError(f"entry over {MAX_ENTRY_BYTES} bytes")

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import structlog
 
-from bzzz.auditlog.entry import GENESIS, Entry, SignedEntry, Signer, check_data
+from bzzz.auditlog.entry import GENESIS, Entry, SignedEntry, Signer, check_size
 from bzzz.auditlog.segments import ChainStore, ScanResult
 
 log = structlog.get_logger(__name__)
@@ -155,7 +155,6 @@ class AuditLog:
     ) -> tuple[SignedEntry, asyncio.Future[None]]:
         """Chain and queue an entry now, so its place follows the order of events; the future
         tells when it is on disk."""
-        check_data(data)
         entry = Entry(
             seq=self.writer.head_seq + 1,
             timestamp=datetime.now(UTC).isoformat(),
@@ -164,6 +163,7 @@ class AuditLog:
             data=data,
             prev=self.writer.head_hash or GENESIS,
         )
+        check_size(entry)
         signed = SignedEntry.create(entry, self._sign)
         durable = self.writer.advance(signed)
         self._head = signed
