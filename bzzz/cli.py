@@ -254,6 +254,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_tasks(args: argparse.Namespace) -> int:
+    tasks = _ask(args, "tasks")
+    if args.json:
+        _print_json(tasks)
+        return EXIT_OK
+    if not tasks:
+        print("no tasks known")
+        return EXIT_OK
+    rows = [("TASK", "PHASE", "HOLDER", "HEARD", "TITLE")]
+    for t in tasks:
+        holder = t["holder_agent"] or (t["holder"][-6:] if t["holder"] else "-")
+        heard = "-" if t["heard_s"] is None else f"{_duration(t['heard_s'])} ago"
+        rows.append(
+            (
+                t["task"],
+                t["phase"],
+                holder + (" (here)" if t["held_here"] else ""),
+                heard,
+                t["title"][:50],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return EXIT_OK
+
+
 def cmd_peers(args: argparse.Namespace) -> int:
     peers = _ask(args, "peers")
     if args.json:
@@ -337,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("status", cmd_status, "show the running node's state", json_flag=True)
     add("peers", cmd_peers, "show the running node's peer table", json_flag=True)
+    add("tasks", cmd_tasks, "show the tasks this node knows: phase, holder, lease", json_flag=True)
     add("init", cmd_init, "create the node key (if missing) and print the peer id", json_flag=True)
     add("version", cmd_version, "print the version")
     config_parser = commands.add_parser("config", help="configuration tools")

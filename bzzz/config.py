@@ -90,6 +90,17 @@ class GithubConfig(_Section):
     completed_label: str = "completed"
     max_tasks: int = Field(default=3, ge=1)
     lease_timeout: PositiveSeconds = 600
+    # Added: seconds the P2P claim intents of an announced task are gathered before the winner
+    # goes to GitHub; seconds between a holder's progress messages; attempts before a task that
+    # keeps failing is labelled `failed_label` and left to humans.
+    claim_window: PositiveSeconds = 2
+    progress_interval: PositiveSeconds = 60
+    max_attempts: int = Field(default=3, ge=1)
+    failed_label: str = "bzzz-failed"
+    # Added: the pauses GitHub asks clients to keep between requests and between writes (to stay
+    # clear of its secondary rate limits); PyGithub's defaults.
+    request_interval: float = Field(default=0.25, ge=0)
+    write_interval: float = Field(default=1.0, ge=0)
 
 
 class ExecutorConfig(_Section):
@@ -97,6 +108,13 @@ class ExecutorConfig(_Section):
     command: list[str] = []
     timeout: PositiveSeconds = 3600
     clone: bool = False
+
+    @field_validator("kind")
+    @classmethod
+    def _available(cls, value: str) -> str:
+        if value == "llm":
+            raise ValueError('"llm" is not available in this version; use "command"')
+        return value
 
 
 class AuditlogConfig(_Section):

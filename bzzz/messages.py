@@ -82,6 +82,7 @@ class CapabilityBroadcast(Data):
     specialization: str = ""
     network_id: str = ""
     log_head: LogHead | None = None
+    polls_github: bool = False  # has a token and repositories: may be the cluster's poller
 
 
 AvailabilityStatus = Literal["ready", "working", "busy"]
@@ -93,6 +94,7 @@ class AvailabilityBroadcast(Data):
     current_tasks: int = Field(ge=0)
     max_tasks: int = Field(ge=0)
     available_for_work: bool = True
+    poller: bool = False  # sent by the cluster's poller after each poll: its heartbeat
 
 
 class TaskData(Data):
@@ -108,22 +110,31 @@ class TaskAnnouncement(TaskData):
     priority: int = 0
     task_type: str = ""
     url: str = ""
+    takeover: bool = False  # held by an agent whose lease lapsed
 
 
 class TaskClaim(TaskData):
+    """An intent: the sender would take the task (the winner among intents goes on)."""
+
     agent_id: str = ""
+    nonce: str = ""
 
 
 class TaskProgress(TaskData):
+    """The holder's lease renewal: "claimed", "running"."""
+
     agent_id: str = ""
     status: str = ""
     message: str = ""
+    nonce: str = ""
 
 
 class TaskComplete(TaskData):
     agent_id: str = ""
     success: bool = True
     summary: str = ""
+    nonce: str = ""
+    url: str = ""  # the result: the issue, or the pull request
 
 
 class TaskHelpRequest(TaskData):

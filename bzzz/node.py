@@ -34,6 +34,8 @@ from bzzz.p2p import GuestStopped, Host, Identity, verify
 from bzzz.peers import PeerRecord, PeerTable
 from bzzz.presence import Presence
 from bzzz.systemd import Notifier
+from bzzz.tasks.coordinator import TaskCoordinator
+from bzzz.tasks.github import GitHub, load_token
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +77,21 @@ class Node:
             stale_after=STALE_AFTER_BEATS * interval,
             forget_after=FORGET_AFTER_BEATS * interval,
         )
+        self.github = self._github_client(env)
+        self.tasks = TaskCoordinator(
+            github_config=config.github,
+            executor_config=config.executor,
+            github=self.github,
+            bus=self.bus,
+            peers=self.peers,
+            record=self._record,
+            own_id=identity.peer_id,
+            agent_id=self.agent_id,
+            capabilities=list(config.node.capabilities),
+            workdir=loaded.paths.state_dir / "work",
+            env=env,
+            heartbeat=lambda: self.presence.poller_heartbeat(),
+        )
         self.presence = Presence(
             config.node,
             self.agent_id,
@@ -82,9 +99,10 @@ class Node:
             self.bus,
             self.host,
             self.peers,
-            load=lambda: (0, config.github.max_tasks),
+            load=self.tasks.load,
             network_id=config.p2p.network_id,
             log_head=self._log_head,
+            polls_github=lambda: self.tasks.polls_github,
         )
         self.dialer = Dialer(self.host)
         self.mdns = (
@@ -94,7 +112,11 @@ class Node:
         )
         self.control = ControlServer(
             loaded.paths.control_socket,
-            {"status": self._status_command, "peers": self._peers_command},
+            {
+                "status": self._status_command,
+                "peers": self._peers_command,
+                "tasks": lambda args: self.tasks.status(),
+            },
         )
         self.metrics = MetricsServer(config.control.metrics_listen, self._snapshot)
         self.systemd = Notifier(env)
@@ -125,6 +147,8 @@ class Node:
         async with contextlib.AsyncExitStack() as stack:
             await self.audit.start()
             stack.push_async_callback(self.audit.stop)
+            if self.github is not None:
+                stack.callback(self.github.close)
             await self.replicator.start()
             stack.push_async_callback(self.replicator.stop)
             self._record("node_started", {"version": __version__, "agent_id": self.agent_id})
@@ -135,6 +159,7 @@ class Node:
             self.metrics.start()
             stack.callback(self.metrics.stop)
             await self._serve()
+            await self.tasks.release_all()
             # Written before the log closes (the stack unwinds after this).
             self._record("node_stopped", {"uptime_s": round(self.uptime(), 1)})
         log.info("node_stopped", uptime_s=round(self.uptime(), 1))
@@ -149,6 +174,7 @@ class Node:
                 group.create_task(self.presence.run()),
                 group.create_task(self.dialer.run()),
                 group.create_task(self.replicator.run()),
+                group.create_task(self.tasks.run()),
                 group.create_task(self._drop_unresponsive_peers()),
                 group.create_task(self._watch_host()),
                 group.create_task(self._report_to_systemd()),
@@ -216,6 +242,18 @@ class Node:
             self.systemd.status(self._status_line())
             await asyncio.sleep(interval)
 
+    def _github_client(self, env: Mapping[str, str]) -> GitHub | None:
+        config = self.loaded.config.github
+        found = load_token(self.loaded.paths.credentials_dir, config.token_file, env)
+        if found is None:
+            log.info("github_disabled", reason="no token: P2P only")
+            return None
+        if not config.repositories:
+            log.info("github_idle", reason="no repositories configured")
+        else:
+            log.info("github_token", source=found[1], base_url=config.base_url)
+        return GitHub(config.base_url, found[0], config.request_interval, config.write_interval)
+
     # ---- the audit trail -------------------------------------------------------------------
 
     def _record(self, type: str, data: dict[str, Any]) -> None:
@@ -282,6 +320,12 @@ class Node:
             "messages": self.bus.stats(),
             "broadcasts_sent": self.presence.broadcasts_sent,
             "auditlog": self._auditlog_status(),
+            "tasks": {
+                "held": self.tasks.load()[0],
+                "max": self.tasks.load()[1],
+                "poller": self.tasks.polls_github and self.tasks.is_poller(),
+                "github": self.github.budget() if self.github is not None else None,
+            },
             "config": str(self.loaded.source or ""),
             "state_dir": str(self.loaded.paths.state_dir),
         }

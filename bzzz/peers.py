@@ -74,6 +74,7 @@ class PeerRecord:
     last_heard: float = 0.0  # monotonic, for staleness
     stale: bool = False
     announced: bool = False  # sent a capability broadcast: a bzzz node, expected to beat
+    polls_github: bool = False  # may be the cluster's poller
     received: int = 0  # messages from this peer
     sequence: SequenceGaps = field(default_factory=SequenceGaps)
 
@@ -139,6 +140,7 @@ class PeerTable:
         data = msg.data
         if isinstance(data, CapabilityBroadcast):
             record.announced = True
+            record.polls_github = data.polls_github
             changed = (
                 record.agent_id,
                 record.capabilities,

@@ -8,6 +8,7 @@ the peer table is swept for stale peers and a status line is logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 import structlog
@@ -46,6 +47,7 @@ class Presence:
         load: Load,
         network_id: str,
         log_head: Callable[[], LogHead | None],
+        polls_github: Callable[[], bool] = lambda: False,
     ) -> None:
         self._node = node
         self.agent_id = agent_id
@@ -56,6 +58,7 @@ class Presence:
         self._load = load
         self._network_id = network_id
         self._log_head = log_head
+        self._polls_github = polls_github
         self._greet: asyncio.Queue[str] = asyncio.Queue()
         self.broadcasts_sent = 0
 
@@ -69,9 +72,10 @@ class Presence:
             specialization=self._node.specialization,
             network_id=self._network_id,
             log_head=self._log_head(),
+            polls_github=self._polls_github(),
         )
 
-    def availability(self) -> AvailabilityBroadcast:
+    def availability(self, poller: bool = False) -> AvailabilityBroadcast:
         current, maximum = self._load()
         status: AvailabilityStatus = (
             "ready" if current == 0 else "busy" if current >= maximum else "working"
@@ -82,11 +86,17 @@ class Presence:
             current_tasks=current,
             max_tasks=maximum,
             available_for_work=current < maximum,
+            poller=poller,
         )
 
     def on_peer_event(self, event: PeerEvent) -> None:
         if event.connected:
             self._greet.put_nowait(event.peer_id)
+
+    async def poller_heartbeat(self) -> None:
+        """After each poll of GitHub: tells the others that the cluster's poller is alive."""
+        with contextlib.suppress(GuestStopped):
+            await self._bus.publish(self.availability(poller=True))
 
     async def announce(self) -> None:
         try:

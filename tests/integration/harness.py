@@ -44,6 +44,11 @@ def toml_list(values: list[str]) -> str:
     return "[" + ", ".join(json.dumps(v) for v in values) + "]"
 
 
+def toml_table(values: dict[str, Any]) -> str:
+    """Key = value lines; JSON spells strings, numbers, booleans and lists as TOML does."""
+    return "\n".join(f"{key} = {json.dumps(value)}" for key, value in values.items())
+
+
 class Daemon:
     def __init__(self, root: Path, name: str, **settings: Any) -> None:
         self.name = name
@@ -65,6 +70,10 @@ class Daemon:
             "network_id": "bzzz",
             # A command prefix, e.g. ["ip", "netns", "exec", "ns1"], to run the daemon elsewhere.
             "prefix": [],
+            # Config sections as dicts (e.g. {"repositories": [...]}), and extra environment.
+            "github": {},
+            "executor": {},
+            "env": {},
             **settings,
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -99,6 +108,12 @@ enabled = {"true" if s["mdns"] else "false"}
 
 [control]
 metrics_listen = "{s["metrics"]}"
+
+[github]
+{toml_table(s["github"])}
+
+[executor]
+{toml_table(s["executor"])}
 {s["extra"]}
 """
         )
@@ -118,7 +133,7 @@ metrics_listen = "{s["metrics"]}"
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(self.notify_path))
         self.notifications = []
-        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path)}
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path), **self.settings["env"]}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [

@@ -1,0 +1,175 @@
+"""Running a task: the configured command, in a fresh work directory, with a time limit.
+
+The command gets the task as JSON on stdin and `BZZZ_TASK_*` variables; with `clone = true`
+the work directory is a `git clone` of the repository on the task branch, and commits the command
+pushes there become a pull request. Output (stdout and stderr together) is kept up to
+`OUTPUT_BYTES`, the end of it; the exit status decides success. On timeout or cancellation the
+whole process group is stopped (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from bzzz.tasks.model import Task
+
+log = structlog.get_logger(__name__)
+
+OUTPUT_BYTES = 64 * 1024
+KILL_GRACE_S = 5.0
+# Not passed to the command: the daemon's own secrets.
+WITHHELD_ENV = (
+    "BZZZ_GITHUB_TOKEN",
+    "CREDENTIALS_DIRECTORY",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int | None  # None: it did not run, or was stopped
+    output: str  # the tail
+    duration_s: float
+    timed_out: bool = False
+    error: str = ""  # why it could not run
+
+    @property
+    def success(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and not self.error
+
+
+class OutputTail:
+    """The last `limit` bytes of a stream, kept as it flows."""
+
+    def __init__(self, limit: int = OUTPUT_BYTES) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._limit = limit
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        self.total += len(chunk)
+        while self._size - len(self._chunks[0]) >= self._limit:
+            self._size -= len(self._chunks.popleft())
+
+    def text(self) -> str:
+        data = b"".join(self._chunks)[-self._limit :]
+        return data.decode(errors="replace")
+
+
+async def run_command(
+    argv: Sequence[str],
+    task: Task,
+    workdir: Path,
+    env: Mapping[str, str],
+    time_limit: float,
+) -> Outcome:
+    started = time.monotonic()
+    tail = OutputTail()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=workdir,
+            env=dict(env),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped as a whole
+        )
+    except OSError as exc:
+        return Outcome(None, "", 0.0, error=f"cannot start {argv[0]}: {exc.strerror}")
+    assert process.stdin is not None and process.stdout is not None
+    stdout = process.stdout
+
+    async def feed() -> None:
+        with contextlib.suppress(ConnectionError):
+            process.stdin.write(json.dumps(task.as_json()).encode())  # type: ignore[union-attr]
+            await process.stdin.drain()  # type: ignore[union-attr]
+        process.stdin.close()  # type: ignore[union-attr]
+
+    async def collect() -> None:
+        while chunk := await stdout.read(65536):
+            tail.add(chunk)
+
+    try:
+        async with asyncio.timeout(time_limit):
+            await asyncio.gather(feed(), collect())
+            code = await process.wait()
+    except TimeoutError:
+        await _stop(process)
+        return Outcome(None, tail.text(), time.monotonic() - started, timed_out=True)
+    except asyncio.CancelledError:
+        await _stop(process)
+        raise
+    return Outcome(code, tail.text(), time.monotonic() - started)
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            await asyncio.wait_for(process.wait(), wait)
+            return
+        except TimeoutError:
+            continue
+
+
+def task_env(base: Mapping[str, str], task: Task, extra: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if k not in WITHHELD_ENV}
+    env.update(
+        {
+            "BZZZ_TASK_REPOSITORY": task.repository,
+            "BZZZ_TASK_NUMBER": str(task.number),
+            "BZZZ_TASK_TITLE": task.title,
+            "BZZZ_TASK_URL": task.url,
+            "BZZZ_TASK_TYPE": task.type,
+            "BZZZ_TASK_PRIORITY": str(task.priority),
+            **extra,
+        }
+    )
+    return env
+
+
+async def git(*args: str, cwd: Path | None = None, time_limit: float = 300) -> tuple[int, str]:
+    """Run git; return its exit status and output."""
+    process = await asyncio.create_subprocess_exec(
+        "git",
+        *args,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+    )
+    try:
+        async with asyncio.timeout(time_limit):
+            output, _ = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return 124, "git timed out"
+    return process.returncode or 0, output.decode(errors="replace")
+
+
+def fresh_workdir(root: Path, task: Task, nonce: str) -> Path:
+    name = f"{task.repository.replace('/', '_')}-{task.number}-{nonce}"
+    path = root / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, mode=0o750)
+    return path
