@@ -345,7 +345,10 @@ class TaskCoordinator:
                 await self._fail(holding, outcome)
             finished = True
         except GitHubError as exc:
-            log.error("task_report_failed", task=task.key, error=str(exc))
+            log.error("task_work_failed", task=task.key, error=str(exc))
+            with contextlib.suppress(GitHubError):  # give it back now, not at lease expiry
+                await self._release(holding)
+                finished = True
         finally:
             self._held.pop(task.key, None)
             if not finished:

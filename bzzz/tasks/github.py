@@ -265,15 +265,14 @@ class GitHub:
 
     async def branch_sha(self, repository: str, branch: str) -> str | None:
         def fetch() -> str | None:
-            try:
-                ref = self._gh.get_repo(repository).get_git_ref(f"heads/{branch}")
+            try:  # lazy objects: the request happens on attribute access
+                return str(self._gh.get_repo(repository).get_git_ref(f"heads/{branch}").object.sha)
             except GithubException as exc:
                 if exc.status == 404:
                     return None
                 raise
-            return str(ref.object.sha)
 
-        return await self._call(f"branch {repository} {branch}", fetch)
+        return await self._call(f"read branch {repository} {branch}", fetch)
 
     async def ahead_by(self, repository: str, base: str, head: str) -> int:
         return await self._call(
@@ -344,7 +343,7 @@ class GitHub:
 
     async def create_branch(self, repository: str, branch: str, sha: str) -> None:
         await self._call(
-            f"branch {repository} {branch}",
+            f"create branch {repository} {branch}",
             lambda: self._gh.get_repo(repository).create_git_ref(f"refs/heads/{branch}", sha),
         )
 

@@ -287,3 +287,30 @@ def test_github_faults_back_off_and_never_double_claim(
         assert last_refused - first_refused < 1, f"{login} hammered a rate-limited API"
     assert all(d.process is not None and d.process.poll() is None for d in daemons)
     assert TOKEN not in logs
+
+
+def test_commits_pushed_to_the_task_branch_become_a_pull_request(
+    cluster: Cluster, fake: FakeGitHub
+):
+    number = fake.create_issue(REPO, "Add a feature file", labels=["bzzz-task"])
+    who = "-c user.name=agent -c user.email=agent@example.invalid"
+    script = (
+        f"echo feature > feature.txt && git add feature.txt && git {who} commit -qm feature"
+        " && git push -q origin HEAD && echo pushed $BZZZ_TASK_BRANCH"
+    )
+    daemon = cluster.add(
+        "a", executor={"command": ["sh", "-c", script], "clone": True}, **github_settings(fake)
+    )
+    daemon.start()
+    [pull] = wait_until(lambda: fake.pulls(REPO), 30, "a pull request")
+    branch = f"bzzz/task-{number}-agent-a"
+    assert (pull["head"], pull["base"]) == (branch, "main")
+    assert f"Closes #{number}" in pull["body"]
+    issue = wait_until(
+        lambda: (i := fake.issue(REPO, number)) and "completed" in i["labels"] and i,
+        15,
+        "the issue marked completed",
+    )
+    assert issue["state"] == "open", "the pull request closes it when merged"
+    result = fake.comments(REPO, number)[-1]["body"]
+    assert "Pull request:" in result and f"pushed {branch}" in result
