@@ -281,6 +281,34 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_discuss(args: argparse.Namespace) -> int:
+    from bzzz import control
+
+    rows = control.request(_load(args).paths.control_socket, "discuss", {"task": args.task or ""})
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    if not rows:
+        print("no conversations" + (f" about {args.task}" if args.task else ""))
+    for row in rows:
+        print(
+            f"{row['task']}  {row['state']}  round {row['rounds']}  "
+            f"proposer {row['proposer'][-6:] or '-'}{'  (task done)' if row['done'] else ''}"
+        )
+        if row["plan"]:
+            print(f"    plan: {row['plan'][:200]}")
+        for objection in row["open_objections"]:
+            print(f"    open objection from {objection['by'][-6:]}: {objection['reason']}")
+        if row["helpers"]:
+            print("    helpers: " + ", ".join(f"{p[-6:]} ({w})" for p, w in row["helpers"].items()))
+        for entry in row.get("history", []):
+            print(
+                f"    {entry['at'][11:19]}  {entry['from'][-6:]}  {entry['type']:<14} "
+                f"{entry['text'][:120]}"
+            )
+    return EXIT_OK
+
+
 def cmd_peers(args: argparse.Namespace) -> int:
     peers = _ask(args, "peers")
     if args.json:
@@ -365,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("status", cmd_status, "show the running node's state", json_flag=True)
     add("peers", cmd_peers, "show the running node's peer table", json_flag=True)
     add("tasks", cmd_tasks, "show the tasks this node knows: phase, holder, lease", json_flag=True)
+    discuss = add(
+        "discuss", cmd_discuss, "show Antennae conversations and their state", json_flag=True
+    )
+    discuss.add_argument("task", nargs="?", help="one conversation (owner/repo#n), with history")
     add("init", cmd_init, "create the node key (if missing) and print the peer id", json_flag=True)
     add("version", cmd_version, "print the version")
     config_parser = commands.add_parser("config", help="configuration tools")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import multiaddr
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG_PATH = Path("/etc/bzzz/config.toml")
 
@@ -130,6 +130,24 @@ class AntennaeConfig(_Section):
     reasoning: Literal["rules", "ollama", "openai"] = "rules"
     reasoning_url: str = ""
     reasoning_model: str = ""
+    # Added: agreeing peers that make a plan stand before the window ends (0: the window
+    # decides); seconds to wait for help; messages a peer may send per conversation per minute;
+    # words that hand a conversation to humans; the label for them; the webhook's time limit;
+    # the model's time limit per call and calls per hour.
+    quorum: int = Field(default=0, ge=0)
+    help_timeout: PositiveSeconds = 30
+    max_messages_per_minute: int = Field(default=30, ge=1)
+    escalation_keywords: list[str] = ["stuck", "need a human", "escalate"]
+    needs_human_label: str = "needs-human"
+    webhook_timeout: PositiveSeconds = 5
+    reasoning_timeout: PositiveSeconds = 20
+    reasoning_budget: int = Field(default=60, ge=0)
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> AntennaeConfig:
+        if self.reasoning != "rules" and not self.reasoning_url:
+            raise ValueError(f'reasoning = "{self.reasoning}" needs reasoning_url')
+        return self
 
 
 class ControlConfig(_Section):

@@ -166,6 +166,7 @@ class PlanProposal(AntennaeData):
     steps: list[str] = []
     expected_changes: list[str] = []
     needed_capabilities: list[str] = []
+    helpers: list[str] = []  # peers that took on a sub-task
 
 
 class Objection(AntennaeData):
@@ -174,8 +175,12 @@ class Objection(AntennaeData):
 
 
 class Collaboration(AntennaeData):
+    """kind: "accept" (a plan, closing the sender's objection), "review", "offer", "subtask"
+    (given to `to`), "subtask_taken"."""
+
     kind: str = "offer"
     text: str = ""
+    to: str = ""
 
 
 class Escalation(AntennaeData):
@@ -184,6 +189,7 @@ class Escalation(AntennaeData):
 
 class Consensus(AntennaeData):
     proposal_id: str = ""
+    resolution: str = ""  # "human" when people decided an escalation
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from typing import Any
 import structlog
 
 from bzzz import __version__
+from bzzz.antennae.reasoning import ChatReasoner, Reasoner, RulesReasoner
+from bzzz.antennae.service import Antennae
 from bzzz.auditlog import reader
 from bzzz.auditlog.log import AuditLog, AuditLogError, ChainWriter
 from bzzz.auditlog.replication import PROTOCOL as LOG_PROTOCOL
@@ -78,6 +80,18 @@ class Node:
             forget_after=FORGET_AFTER_BEATS * interval,
         )
         self.github = self._github_client(env)
+        self.antennae = Antennae(
+            config=config.antennae,
+            bus=self.bus,
+            peers=self.peers,
+            record=self._record,
+            own_id=identity.peer_id,
+            agent_id=self.agent_id,
+            capabilities=list(config.node.capabilities),
+            reasoner=self._reasoner(),
+            github=self.github,
+            poll_interval=config.github.poll_interval,
+        )
         self.tasks = TaskCoordinator(
             github_config=config.github,
             executor_config=config.executor,
@@ -91,6 +105,8 @@ class Node:
             workdir=loaded.paths.state_dir / "work",
             env=env,
             heartbeat=lambda: self.presence.poller_heartbeat(),
+            deliberate=self.antennae.deliberate if config.antennae.require_consensus else None,
+            finished=self.antennae.task_finished,
         )
         self.presence = Presence(
             config.node,
@@ -116,6 +132,7 @@ class Node:
                 "status": self._status_command,
                 "peers": self._peers_command,
                 "tasks": lambda args: self.tasks.status(),
+                "discuss": lambda args: self.antennae.status(str(args.get("task", ""))),
             },
         )
         self.metrics = MetricsServer(config.control.metrics_listen, self._snapshot)
@@ -175,6 +192,7 @@ class Node:
                 group.create_task(self.dialer.run()),
                 group.create_task(self.replicator.run()),
                 group.create_task(self.tasks.run()),
+                group.create_task(self.antennae.run()),
                 group.create_task(self._drop_unresponsive_peers()),
                 group.create_task(self._watch_host()),
                 group.create_task(self._report_to_systemd()),
@@ -241,6 +259,20 @@ class Node:
             self.systemd.watchdog()
             self.systemd.status(self._status_line())
             await asyncio.sleep(interval)
+
+    def _reasoner(self) -> Reasoner:
+        config = self.loaded.config.antennae
+        rules = RulesReasoner()
+        if config.reasoning == "rules":
+            return rules
+        return ChatReasoner(
+            config.reasoning,
+            config.reasoning_url,
+            config.reasoning_model,
+            config.reasoning_timeout,
+            config.reasoning_budget,
+            rules,
+        )
 
     def _github_client(self, env: Mapping[str, str]) -> GitHub | None:
         config = self.loaded.config.github
@@ -320,6 +352,10 @@ class Node:
             "messages": self.bus.stats(),
             "broadcasts_sent": self.presence.broadcasts_sent,
             "auditlog": self._auditlog_status(),
+            "antennae": {
+                "conversations": len(self.antennae.conversations),
+                **dict(self.antennae.stats),
+            },
             "tasks": {
                 "held": self.tasks.load()[0],
                 "max": self.tasks.load()[1],

@@ -90,6 +90,8 @@ class TaskCoordinator:
         workdir: Path,
         env: Mapping[str, str],
         heartbeat: Callable[[], Awaitable[None]],
+        deliberate: Callable[[Task], Awaitable[str]] | None = None,
+        finished: Callable[[str], None] = lambda key: None,
     ) -> None:
         self._cfg = github_config
         self._exe = executor_config
@@ -103,6 +105,8 @@ class TaskCoordinator:
         self._workdir = workdir
         self._env = env
         self._heartbeat = heartbeat
+        self._deliberate = deliberate
+        self._finished = finished
         self._claimer = (
             Claimer(github, own_id, agent_id, github_config.lease_timeout) if github else None
         )
@@ -334,6 +338,10 @@ class TaskCoordinator:
         workdir = fresh_workdir(self._workdir, task, holding.nonce)
         finished = False
         try:
+            if self._deliberate is not None:
+                # With require_consensus: the cluster agrees on a plan (or humans decide) first.
+                await self._progress(holding, "deliberating")
+                await self._deliberate(task)
             outcome = await self._execute(holding, workdir)
             if not await self._claimer.stands(task, holding.nonce):
                 # Our lease lapsed and another agent took over: its result counts, not ours.
@@ -351,6 +359,7 @@ class TaskCoordinator:
                 finished = True
         finally:
             self._held.pop(task.key, None)
+            self._finished(task.key)
             if not finished:
                 self._to_release.append(holding)
             shutil.rmtree(workdir, ignore_errors=True)
