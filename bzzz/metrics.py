@@ -72,6 +72,28 @@ def metric_families(status: dict[str, Any]) -> Iterator[Metric]:
     for quantile in ("p50", "p99"):
         delay.add_metric([quantile.replace("p", "0.")], stats["delay_ms"][quantile] / 1000)
     yield delay
+    yield GaugeMetricFamily(
+        "bzzz_tasks_held", "Tasks this node holds", value=status["tasks"]["held"]
+    )
+    yield GaugeMetricFamily(
+        "bzzz_auditlog_head",
+        "Sequence number of this node's newest entry",
+        value=status["auditlog"]["head"]["seq"],
+    )
+    refused = CounterMetricFamily(
+        "bzzz_auditlog_refused", "Replicated entries refused, by reason", labels=["reason"]
+    )
+    for reason, value in status["auditlog"]["refused"].items():
+        refused.add_metric([reason], value)
+    yield refused
+    yield GaugeMetricFamily(
+        "bzzz_auditlog_forks", "Forked histories detected", value=len(status["auditlog"]["forks"])
+    )
+    yield CounterMetricFamily(
+        "bzzz_antennae_throttled",
+        "Antennae messages dropped by the per-peer rate limit",
+        value=status["antennae"].get("throttled", 0),
+    )
     yield CounterMetricFamily(
         "bzzz_broadcasts_sent",
         "Capability and availability broadcasts sent",

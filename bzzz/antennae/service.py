@@ -227,16 +227,7 @@ class Antennae:
                 hop,
             )
         else:
-            await self._send(
-                Collaboration(
-                    conversation=key,
-                    message_id=_new_id(),
-                    in_reply_to=proposal.message_id,
-                    kind="accept",
-                    text="no objection",
-                ),
-                hop,
-            )
+            await self._collaborate(key, proposal.message_id, "accept", "no objection")
 
     # ---- help ------------------------------------------------------------------------------
 
@@ -298,15 +289,15 @@ class Antennae:
     async def _take_subtask(self, key: str, offer: Collaboration) -> None:
         log.info("antennae_subtask_taken", task=key, what=offer.text)
         self._record("subtask_taken", {"task": key, "what": offer.text})
+        await self._collaborate(key, offer.message_id, "subtask_taken", offer.text)
+
+    async def _collaborate(self, key: str, parent: str, kind: str, text: str) -> None:
+        """Answer message `parent` (one hop further than it)."""
         await self._send(
             Collaboration(
-                conversation=key,
-                message_id=_new_id(),
-                in_reply_to=offer.message_id,
-                kind="subtask_taken",
-                text=offer.text,
+                conversation=key, message_id=_new_id(), in_reply_to=parent, kind=kind, text=text
             ),
-            self._hops.get(offer.message_id, 0) + 1,
+            self._hops.get(parent, 0) + 1,
         )
 
     # ---- deliberating over our own task ----------------------------------------------------

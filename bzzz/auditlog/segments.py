@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bzzz.auditlog.entry import GENESIS, EntryError, SignedEntry
+from bzzz.durable import fsync_dir
 
 HEADER = struct.Struct(">II")
 SEGMENT_BYTES = 4 * 1024 * 1024
@@ -189,7 +190,7 @@ class ChainStore:
         if current is None or (current.size + size > SEGMENT_BYTES and current.size > 0):
             path = self.directory / f"{seq:020d}.seg"
             path.touch(mode=0o640)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
             current = _Segment(path, seq, 0)
             with self._lock:
                 self._segments.append(current)
@@ -238,11 +239,3 @@ def _first_seq(path: Path) -> int:
         return int(path.stem)
     except ValueError:
         return 0
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

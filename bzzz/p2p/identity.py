@@ -16,6 +16,8 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.identity_utils import load_identity, save_identity
 from libp2p.peer.id import ID
 
+from bzzz.durable import fsync_dir
+
 KEY_FILE_NAME = "identity.key"
 
 
@@ -96,7 +98,7 @@ def load_or_create(state_dir: Path) -> tuple[Identity, bool]:
         return load_or_create(state_dir)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(state_dir)
+    fsync_dir(state_dir)
     return Identity(key_pair, path), True
 
 
@@ -105,11 +107,3 @@ def key_file_too_open(identity: Identity) -> bool:
     if identity.path is None:
         return False
     return bool(identity.path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -427,18 +427,7 @@ class TaskCoordinator:
         await self._github.add_labels(task.repository, task.number, cfg.completed_label)
         if not pull_url:
             await self._github.close_issue(task.repository, task.number)
-        self.known[task.key].phase = "completed"
-        await self._bus.publish(
-            TaskComplete(
-                repository=task.repository,
-                task_id=task.number,
-                agent_id=self._agent,
-                success=True,
-                summary=_summary(outcome),
-                nonce=holding.nonce,
-                url=pull_url or task.url,
-            )
-        )
+        await self._announce_result(holding, outcome, True, pull_url or task.url)
         log.info("task_completed", task=task.key, pull_request=pull_url or None)
         self._record(
             "task_completed",
@@ -462,18 +451,7 @@ class TaskCoordinator:
         failures = (await self._claimer.state(task)).failures
         if failures >= cfg.max_attempts:
             await self._github.add_labels(task.repository, task.number, cfg.failed_label)
-        self.known[task.key].phase = "failed"
-        await self._bus.publish(
-            TaskComplete(
-                repository=task.repository,
-                task_id=task.number,
-                agent_id=self._agent,
-                success=False,
-                summary=_summary(outcome),
-                nonce=holding.nonce,
-                url=task.url,
-            )
-        )
+        await self._announce_result(holding, outcome, False, task.url)
         log.warning(
             "task_failed",
             task=task.key,
@@ -492,6 +470,23 @@ class TaskCoordinator:
                 "error": outcome.error,
                 "attempts": failures,
             },
+        )
+
+    async def _announce_result(
+        self, holding: Holding, outcome: Outcome, success: bool, url: str
+    ) -> None:
+        task = holding.task
+        self.known[task.key].phase = "completed" if success else "failed"
+        await self._bus.publish(
+            TaskComplete(
+                repository=task.repository,
+                task_id=task.number,
+                agent_id=self._agent,
+                success=success,
+                summary=_summary(outcome),
+                nonce=holding.nonce,
+                url=url,
+            )
         )
 
     async def _release(self, holding: Holding) -> None:

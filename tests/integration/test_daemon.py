@@ -70,6 +70,7 @@ def test_metrics_are_served_on_loopback(cluster: Cluster):
     assert 'bzzz_messages_total{topic="bzzz/coordination/v1",verdict="accepted"}' in text
     assert 'bzzz_messages_rejected_total{reason="bad_signature"} 0.0' in text
     assert "bzzz_uptime_seconds" in text
+    assert "bzzz_auditlog_head " in text and "bzzz_tasks_held 0.0" in text
     assert 'bzzz_build_info{version="' in text
 
 
