@@ -210,15 +210,16 @@ def report(
         rows.append((f"idle CPU {name} over {idle_seconds:.0f} s", f"{pct:.2f} %", ""))
     if "soak" in results:
         soak = results["soak"]
-        first, last = soak["samples"][0], soak["samples"][-1]
+        samples = soak["samples"]
+        first, middle, last = samples[0], samples[len(samples) // 2], samples[-1]
         for i, name in enumerate(results["latency"]):
-            growth = last[1][i] - first[1][i]
-            per_msg = growth * 1024 * 1024 / max(1, soak["messages"])
+            # Growth in the second half tells whether RSS levels off once caches are full.
+            late = (last[1][i] - middle[1][i]) * 1024 * 1024 / max(1, soak["messages"] // 2)
             rows.append(
                 (
                     f"soak RSS {name} ({soak['messages']} msgs, {last[0]:.0f} s)",
-                    f"{first[1][i]:.1f} -> {last[1][i]:.1f} MB",
-                    f"{per_msg:.0f} B/msg",
+                    f"{first[1][i]:.1f} -> {middle[1][i]:.1f} -> {last[1][i]:.1f} MB",
+                    f"second half {late:.0f} B/msg",
                 )
             )
     widths = [max(len(r[i]) for r in rows) for i in range(3)]

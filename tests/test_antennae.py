@@ -222,3 +222,17 @@ async def test_the_model_budget_and_time_limit_hold():
     slow = ChatReasoner("openai", "http://127.0.0.1:9", "tiny", 0.5, 5, RulesReasoner())
     draft = await slow.propose(task("## Files\n- c.py"), [])  # nothing listens: rules
     assert draft.expected_changes == ["c.py"] and slow.failures == 1
+
+
+def test_state_keyed_by_what_peers_send_stays_bounded():
+    from bzzz.lru import Lru
+
+    kept = {"mine"}
+    table: Lru[str, int] = Lru(3, kept.__contains__)
+    table.touch("mine", lambda: 0)
+    for n in range(100):
+        table.touch(f"spam-{n}", lambda n=n: n)
+    assert len(table) == 3 and "mine" in table and "spam-99" in table
+    table.touch("spam-98", lambda: -1)  # used again: kept, not remade
+    table.touch("new", lambda: 1)
+    assert list(table) == ["mine", "spam-98", "new"] and table["spam-98"] == 98

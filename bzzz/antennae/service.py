@@ -34,6 +34,7 @@ from bzzz.antennae.conversation import Conversation, Proposal
 from bzzz.antennae.reasoning import Reasoner, ReviewContext
 from bzzz.bus import MessageBus
 from bzzz.config import AntennaeConfig
+from bzzz.lru import Lru
 from bzzz.messages import (
     ANTENNAE_TOPIC,
     MAX_HOP_COUNT,
@@ -60,6 +61,8 @@ log = structlog.get_logger(__name__)
 
 Record = Callable[[str, dict[str, Any]], None]
 HOPS_KEPT = 4096
+# Conversations remembered (any peer can open one).
+MAX_CONVERSATIONS = 1000
 WEBHOOK_ATTEMPTS = 3
 ESCALATION_MARK = "bzzz-escalation:"
 
@@ -89,13 +92,15 @@ class Antennae:
         self._reasoner = reasoner
         self._github = github
         self._poll_interval = poll_interval
-        self.conversations: dict[str, Conversation] = {}
-        self._changed: dict[str, asyncio.Event] = {}
-        self._rates: dict[tuple[str, str], deque[float]] = {}
+        self._deliberating: set[str] = set()
+        in_use = self._deliberating.__contains__
+        self.conversations: Lru[str, Conversation] = Lru(MAX_CONVERSATIONS, in_use)
+        self._changed: Lru[str, asyncio.Event] = Lru(MAX_CONVERSATIONS, in_use)
+        self._rates: Lru[tuple[str, str], deque[float]] = Lru(MAX_CONVERSATIONS * 4)
         self._hops: OrderedDict[str, int] = OrderedDict()
         self._help: dict[str, dict[str, list[str]]] = {}
         self._keywords: dict[str, str] = {}
-        self._done: set[str] = set()
+        self._done: Lru[str, bool] = Lru(MAX_CONVERSATIONS)  # tasks finished
         self._group: asyncio.TaskGroup | None = None
         self.stats: Counter[str] = Counter()
         for kind in (
@@ -119,7 +124,7 @@ class Antennae:
     # ---- inbound ---------------------------------------------------------------------------
 
     def _throttled(self, sender: str, key: str) -> bool:
-        window = self._rates.setdefault((sender, key), deque())
+        window = self._rates.touch((sender, key), deque)
         now = time.monotonic()
         while window and now - window[0] > 60:
             window.popleft()
@@ -147,7 +152,7 @@ class Antennae:
         data = msg.data
         assert isinstance(data, AntennaeData)
         key = data.conversation
-        conversation = self.conversations.setdefault(key, Conversation(key))
+        conversation = self.conversations.touch(key, lambda: Conversation(key))
         change = conversation.apply(msg)
         if change is None:
             self.stats["ignored"] += 1
@@ -158,8 +163,10 @@ class Antennae:
             while len(self._hops) > HOPS_KEPT:
                 self._hops.popitem(last=False)
         text = " ".join(str(getattr(data, f, "")) for f in ("reason", "text")).lower()
-        if msg.sender != self._own and any(
-            k.lower() in text for k in self._cfg.escalation_keywords
+        if (
+            key in self._deliberating
+            and msg.sender != self._own
+            and any(k.lower() in text for k in self._cfg.escalation_keywords)
         ):
             self._keywords[key] = text.strip()
         if change == "proposal" and msg.sender != self._own and conversation.proposal:
@@ -170,7 +177,7 @@ class Antennae:
             and getattr(data, "to", "") == self._own
         ):
             self._spawn(self._take_subtask(key, data))
-        self._changed.setdefault(key, asyncio.Event()).set()
+        self._changed.touch(key, asyncio.Event).set()
 
     def _spawn(self, job: Any) -> None:
         if self._group is None:
@@ -181,11 +188,13 @@ class Antennae:
     def _on_complete(self, msg: Message) -> None:
         data = msg.data
         assert isinstance(data, TaskComplete)
-        self._done.add(f"{data.repository}#{data.task_id}")
+        key = f"{data.repository}#{data.task_id}"
+        if key in self.conversations:
+            self._done.touch(key, lambda: True)
 
     def task_finished(self, key: str) -> None:
         """Our own task ended: its files are free again."""
-        self._done.add(key)
+        self._done.touch(key, lambda: True)
 
     # ---- reviewing -------------------------------------------------------------------------
 
@@ -259,7 +268,7 @@ class Antennae:
         key = f"{data.repository}#{data.task_id}"
         if data.can_help and key in self._help:
             self._help[key][msg.sender] = list(data.capabilities)
-            self._changed.setdefault(key, asyncio.Event()).set()
+            self._changed.touch(key, asyncio.Event).set()
 
     async def _find_help(self, task: Task, missing: list[str]) -> str | None:
         """Ask the mesh; the first answer whose announced capabilities cover `missing`."""
@@ -306,8 +315,15 @@ class Antennae:
         """Agree on a plan for `task` before it runs: "consensus", or "resumed" after humans
         decided an escalation."""
         key = task.key
-        conversation = self.conversations.setdefault(key, Conversation(key))
-        self._done.discard(key)
+        self._deliberating.add(key)
+        try:
+            return await self._deliberate(task, key)
+        finally:
+            self._deliberating.discard(key)
+
+    async def _deliberate(self, task: Task, key: str) -> str:
+        conversation = self.conversations.touch(key, lambda: Conversation(key))
+        self._done.pop(key, None)
         helpers: list[str] = []
         for _ in range(self._cfg.max_rounds):
             objections = [o.reason for o in conversation.open_objections()]
@@ -382,7 +398,7 @@ class Antennae:
             await self._wait(key, deadline - time.monotonic())
 
     async def _wait(self, key: str, at_most: float) -> None:
-        event = self._changed.setdefault(key, asyncio.Event())
+        event = self._changed.touch(key, asyncio.Event)
         event.clear()
         try:
             async with asyncio.timeout(max(at_most, 0.0)):

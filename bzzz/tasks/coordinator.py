@@ -31,6 +31,7 @@ import structlog
 
 from bzzz.bus import MessageBus
 from bzzz.config import ExecutorConfig, GithubConfig
+from bzzz.lru import Lru
 from bzzz.messages import (
     AvailabilityBroadcast,
     Message,
@@ -51,6 +52,8 @@ log = structlog.get_logger(__name__)
 Record = Callable[[str, dict[str, Any]], None]
 RESULT_TAIL = 3000  # characters of output quoted in a result comment
 RELEASE_TIMEOUT = 3.0
+# Tasks remembered from GitHub and the mesh (any peer can name any task).
+MAX_KNOWN = 2000
 
 
 @dataclass
@@ -110,10 +113,11 @@ class TaskCoordinator:
         self._claimer = (
             Claimer(github, own_id, agent_id, github_config.lease_timeout) if github else None
         )
-        self.known: dict[str, Known] = {}
         self._held: dict[str, Holding] = {}
         self._rounds: set[str] = set()
-        self._intents: dict[str, dict[str, float]] = {}
+        in_use = lambda key: key in self._held or key in self._rounds  # noqa: E731
+        self.known: Lru[str, Known] = Lru(MAX_KNOWN, in_use)
+        self._intents: Lru[str, dict[str, float]] = Lru(MAX_KNOWN, in_use)
         self._cache: dict[str, list[Task]] = {}
         self._poller_heard = time.monotonic()
         self._login = ""
@@ -205,7 +209,7 @@ class TaskCoordinator:
         """A task seen on GitHub: announce it if it is there for the taking."""
         assert self._claimer is not None
         labels = set(task.labels)
-        known = self.known.setdefault(task.key, Known(task))
+        known = self.known.touch(task.key, lambda: Known(task))
         known.task = task
         if labels & {self._cfg.completed_label, self._cfg.failed_label}:
             known.phase = "completed" if self._cfg.completed_label in labels else "failed"
@@ -277,8 +281,7 @@ class TaskCoordinator:
 
     async def _won_intents(self, task: Task) -> bool:
         started = time.monotonic()
-        intents = self._intents.setdefault(task.key, {})
-        intents[self._own] = started
+        self._intents.touch(task.key, dict)[self._own] = started
         await self._bus.publish(
             TaskClaim(repository=task.repository, task_id=task.number, agent_id=self._agent)
         )
@@ -551,10 +554,8 @@ class TaskCoordinator:
     # ---- what the mesh says ----------------------------------------------------------------
 
     def _known(self, repository: str, number: int, title: str = "") -> Known:
-        key = f"{repository}#{number}"
-        if key not in self.known:
-            self.known[key] = Known(Task(repository, number, title, "", (), "open", (), "", ""))
-        return self.known[key]
+        empty = Task(repository, number, title, "", (), "open", (), "", "")
+        return self.known.touch(f"{repository}#{number}", lambda: Known(empty))
 
     def _on_announcement(self, msg: Message) -> None:
         data = msg.data
@@ -579,9 +580,8 @@ class TaskCoordinator:
     def _on_intent(self, msg: Message) -> None:
         data = msg.data
         assert isinstance(data, TaskClaim)
-        self._intents.setdefault(f"{data.repository}#{data.task_id}", {})[msg.sender] = (
-            time.monotonic()
-        )
+        intents = self._intents.touch(f"{data.repository}#{data.task_id}", dict)
+        intents[msg.sender] = time.monotonic()
 
     def _on_progress(self, msg: Message) -> None:
         data = msg.data

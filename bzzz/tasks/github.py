@@ -20,13 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import structlog
-from github import Auth, Github, GithubException, GithubRetry, RateLimitExceededException
 
 from bzzz.tasks.model import Task
+
+if TYPE_CHECKING:
+    pass
 
 log = structlog.get_logger(__name__)
 
@@ -90,16 +92,20 @@ class GitHub:
         request_interval: float = 0.25,
         write_interval: float = 1.0,
     ) -> None:
+        # Imported here: PyGithub (and requests) cost a node without a token ~6 MB for nothing.
+        import github
+
+        self._pygithub = github
         self._token = token
-        self._gh = Github(
+        self._gh = github.Github(
             base_url=base_url.rstrip("/"),
-            auth=Auth.Token(token),
+            auth=github.Auth.Token(token),
             timeout=TIMEOUT_S,
             per_page=PER_PAGE,
             lazy=True,
             seconds_between_requests=request_interval or None,
             seconds_between_writes=write_interval or None,
-            retry=GithubRetry(
+            retry=github.GithubRetry(
                 total=4, backoff_factor=0.5, backoff_jitter=0.5, max_rate_limit_wait=0
             ),
         )
@@ -144,10 +150,10 @@ class GitHub:
         self.requests += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        except RateLimitExceededException as exc:
+        except self._pygithub.RateLimitExceededException as exc:
             self._pause(exc.headers or {})
             raise GitHubError(f"{what}: rate limited", 403) from None
-        except GithubException as exc:
+        except self._pygithub.GithubException as exc:
             message = exc.data.get("message") if isinstance(exc.data, dict) else exc.data
             raise GitHubError(self.redact(f"{what}: {exc.status} {message}"), exc.status) from None
         except Exception as exc:  # connection errors, timeouts after PyGithub's retries
@@ -267,7 +273,7 @@ class GitHub:
         def fetch() -> str | None:
             try:  # lazy objects: the request happens on attribute access
                 return str(self._gh.get_repo(repository).get_git_ref(f"heads/{branch}").object.sha)
-            except GithubException as exc:
+            except self._pygithub.GithubException as exc:
                 if exc.status == 404:
                     return None
                 raise
@@ -313,7 +319,7 @@ class GitHub:
         def remove() -> None:
             try:
                 self._gh.get_repo(repository).get_issue(number).remove_from_labels(label)
-            except GithubException as exc:
+            except self._pygithub.GithubException as exc:
                 if exc.status != 404:  # not there: fine
                     raise
 
