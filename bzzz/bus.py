@@ -3,6 +3,12 @@
 The bus is the door of go-libp2p-pubsub's validation pipeline: its `admit` runs as the topic
 validator inside libp2p, so a refused message is neither delivered nor forwarded, and counted by
 reason. Handlers only ever see `Message` objects that passed.
+
+Authority rules (who may say what: only a task's holder reports on it, only a conversation's
+proposer decides it) are checked as each message is dispatched, before any handler, against
+the state the owners hold at that moment; a refusal is counted as `not_authorised`. They are not
+part of the validator, because that state differs from node to node (one may not have heard the
+holder yet), and refusing to forward on a local view could cut honest messages off the mesh.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from bzzz.p2p import Host, Incoming
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[Message], None]
+Rule = Callable[[Message], str | None]
+"""An authority rule: why the sender may not say this, or None."""
 
 # Delivery delays (receive time minus the sender's timestamp) of the latest admitted messages.
 DELAY_WINDOW = 1024
@@ -42,6 +50,7 @@ class MessageBus:
         self._clock = clock
         self._host: Host | None = None
         self._handlers: dict[MessageType | None, list[Handler]] = defaultdict(list)
+        self._rules: dict[MessageType, list[Rule]] = defaultdict(list)
         self._topic_counts: dict[str, Counter[str]] = {t: Counter() for t in messages.TOPICS}
         self._reasons: Counter[str] = Counter()
         self._handler_errors = 0
@@ -95,6 +104,22 @@ class MessageBus:
         """Call `handler` for each admitted message of `msg_type` (None: every message)."""
         self._handlers[msg_type].append(handler)
 
+    def guard(self, msg_type: MessageType, rule: Rule) -> None:
+        """Check `rule` for each message of `msg_type` before any handler sees it."""
+        self._rules[msg_type].append(rule)
+
+    def _refusal(self, msg: Message) -> str | None:
+        for rule in self._rules.get(msg.type, ()):
+            try:
+                refusal = rule(msg)
+            except Exception:
+                self._handler_errors += 1
+                log.exception("message_rule_failed", type=msg.type.value)
+                return "the rule failed"
+            if refusal is not None:
+                return refusal
+        return None
+
     async def run(self) -> None:
         """Dispatch admitted messages to handlers until cancelled."""
         assert self._host is not None
@@ -105,6 +130,20 @@ class MessageBus:
     async def _dispatch(self, host: Host, topic: str) -> None:
         async for item in host.messages(topic):
             assert isinstance(item, Message)
+            refusal = self._refusal(item)
+            if refusal is not None:
+                counts = self._topic_counts[topic]
+                counts["accepted"] -= 1
+                counts["rejected"] += 1
+                self._reasons[Reason.NOT_AUTHORISED.value] += 1
+                log.debug(
+                    "message_refused",
+                    reason=Reason.NOT_AUTHORISED.value,
+                    detail=refusal,
+                    signer=item.sender,
+                    type=item.type.value,
+                )
+                continue
             for handler in (*self._handlers[None], *self._handlers[item.type]):
                 try:
                     handler(item)
@@ -128,11 +167,13 @@ class MessageBus:
     def stats(self) -> dict[str, Any]:
         """Counters by topic and by refusal reason, including drops made inside the host."""
         reasons = Counter(self._reasons)
-        dropped = 0
-        if self._host is not None:
-            host_counts = self._host.counters()
-            reasons[Reason.BAD_SIGNATURE.value] += host_counts["bad_signature"]
-            dropped = host_counts["inbound_overflow"]
+        host_counts = Counter(self._host.counters() if self._host is not None else {})
+        reasons[Reason.BAD_SIGNATURE.value] += host_counts["bad_signature"]
+        reasons[Reason.BAD_FRAME.value] += host_counts["bad_frame"]
+        dropped = {
+            "inbound": host_counts["inbound_overflow"],
+            "outbound": host_counts["outbound_dropped"],
+        }
         return {
             "topics": {
                 topic: {
@@ -141,8 +182,10 @@ class MessageBus:
                 for topic, counts in self._topic_counts.items()
             },
             "rejected": {reason.value: reasons[reason.value] for reason in Reason},
-            "dropped": dropped,
-            "handler_errors": self._handler_errors,
+            "dropped": sum(dropped.values()),
+            "dropped_by": dropped,
+            "handler_errors": self._handler_errors + host_counts["handler_errors"],
+            "stream_errors": host_counts["stream_errors"],
             "delay_ms": self._delay_percentiles(),
         }
 

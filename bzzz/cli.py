@@ -237,8 +237,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"uptime:     {_duration(status['uptime_s'])}")
     for i, addr in enumerate(status["listen"]):
         print(f"{'listen:' if i == 0 else '':<12}{addr}")
-    connected = sum(p["connected"] for p in status["peers"])
-    print(f"peers:      {connected} connected, {len(status['peers'])} known")
+    counts = status["peer_counts"]
+    print(f"peers:      {counts['connected']} connected, {counts['known']} known")
     if status["peers"]:
         _print_peer_table(status["peers"])
     stats = status["messages"]
@@ -249,7 +249,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(
         "  refused:  "
         + (" ".join(f"{k}={v}" for k, v in refused.items()) if refused else "none")
-        + f"  dropped={stats['dropped']}"
+        + "  dropped="
+        + ",".join(f"{k}:{v}" for k, v in stats["dropped_by"].items())
+        + f"  stream_errors={stats['stream_errors']}"
     )
     return EXIT_OK
 

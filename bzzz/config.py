@@ -37,6 +37,16 @@ class NodeConfig(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+def _is_peer_id(value: str) -> bool:
+    try:
+        from multiaddr import Multiaddr
+
+        Multiaddr(f"/p2p/{value}")
+    except Exception:  # the multiaddr library raises several unrelated types
+        return False
+    return True
+
+
 def _check_multiaddr(value: str) -> str:
     try:
         multiaddr.Multiaddr(value)
@@ -54,6 +64,17 @@ class P2PConfig(_Section):
     # Added: envelopes whose timestamp is further than this from our clock are refused, which
     # also bounds how long a replayed message could be accepted.
     max_clock_skew: PositiveSeconds = 120
+    # Added: peers kept in the peer table (any signer of a message gets a row); above it the
+    # disconnected peer heard from least recently is forgotten.
+    max_peers: int = Field(default=256, ge=8, le=100_000)
+
+    @field_validator("allow_peers")
+    @classmethod
+    def _peer_ids(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _is_peer_id(value):
+                raise ValueError(f"{value!r} is not a libp2p peer id (12D3KooW…)")
+        return values
 
     @field_validator("listen")
     @classmethod
@@ -120,6 +141,11 @@ class ExecutorConfig(_Section):
 class AuditlogConfig(_Section):
     fsync: Literal["always", "batch"] = "always"
     batch_ms: int = Field(default=5, ge=1)
+    # Added: other nodes' logs replicated at once; above it the replica of the peer gone
+    # longest is closed (its files stay). An author is replicated once it has been a
+    # connected peer for `replicate_after` beats (`capability_interval`), or is in allow_peers.
+    max_replicas: int = Field(default=64, ge=1, le=10_000)
+    replicate_after: int = Field(default=2, ge=0, le=1000)
 
 
 class AntennaeConfig(_Section):
@@ -142,6 +168,8 @@ class AntennaeConfig(_Section):
     webhook_timeout: PositiveSeconds = 5
     reasoning_timeout: PositiveSeconds = 20
     reasoning_budget: int = Field(default=60, ge=0)
+    # Added: conversations remembered (any peer can open one); the oldest not in use goes.
+    max_conversations: int = Field(default=256, ge=16, le=100_000)
 
     @model_validator(mode="after")
     def _endpoint(self) -> AntennaeConfig:

@@ -3,6 +3,10 @@
 One JSON request per connection, one line: `{"command": "status", "args": {...}}`; one JSON
 answer line: `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`. The socket lives
 in the runtime directory with mode 0660, so root and the bzzz group may ask.
+
+Every request gets an answer, an error if nothing else, whatever it holds. A request is at most
+`MAX_REQUEST_BYTES`; a connection lasts at most `CONNECTION_TIMEOUT` (reading, answering and
+writing); at most `MAX_CLIENTS` are served at once, the others are told the node is busy at once.
 """
 
 from __future__ import annotations
@@ -15,14 +19,23 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 log = structlog.get_logger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
-REQUEST_TIMEOUT = 5.0
+CONNECTION_TIMEOUT = 5.0
+MAX_CLIENTS = 16
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    command: Annotated[str, Field(max_length=64)]
+    args: dict[str, Any] = {}
+
 
 Command = Callable[[dict[str, Any]], Any | Awaitable[Any]]
 
@@ -40,10 +53,20 @@ class ControlError(RuntimeError):
 
 
 class ControlServer:
-    def __init__(self, path: Path, commands: Mapping[str, Command]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        commands: Mapping[str, Command],
+        timeout: float = CONNECTION_TIMEOUT,
+        max_clients: int = MAX_CLIENTS,
+    ) -> None:
         self.path = path
         self._commands = dict(commands)
+        self._timeout = timeout
+        self._max_clients = max_clients
         self._server: asyncio.Server | None = None
+        self._clients = 0
+        self.refused_busy = 0
 
     async def start(self) -> None:
         if self.path.exists():
@@ -69,42 +92,58 @@ class ControlServer:
             self.path.unlink(missing_ok=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(REQUEST_TIMEOUT):
-                line = await reader.readline()
-            answer = await self._answer(line)
-        except (TimeoutError, ValueError, ConnectionError) as exc:
-            answer = {"ok": False, "error": f"bad request: {exc}"}
-        try:
-            writer.write(json.dumps(answer, default=str).encode() + b"\n")
-            await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
+        if self._clients >= self._max_clients:
+            self.refused_busy += 1
+            writer.write(_encode({"ok": False, "error": "busy: too many clients, try again"}))
             writer.close()
-            with contextlib.suppress(ConnectionError):
+            return
+        self._clients += 1
+        try:
+            async with asyncio.timeout(self._timeout):
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    answer = _error(f"bad request: over {MAX_REQUEST_BYTES} bytes")
+                else:
+                    answer = await self._answer(line)
+                writer.write(_encode(answer))
+                await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass  # a client that stalls or leaves: its connection ends, nothing else
+        except Exception:
+            log.exception("control_connection_failed")
+        finally:
+            self._clients -= 1
+            writer.close()
+            with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
     async def _answer(self, line: bytes) -> dict[str, Any]:
         try:
-            request = json.loads(line)
-            name = request["command"]
-            args = request.get("args") or {}
-            if not isinstance(args, dict):
-                raise TypeError("args must be an object")
-        except (ValueError, KeyError, TypeError) as exc:
-            return {"ok": False, "error": f"bad request: {exc}"}
-        command = self._commands.get(name)
+            request = _Request.model_validate_json(line)
+        except ValidationError as exc:
+            problem = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            return _error(f"bad request: {where + ': ' if where else ''}{problem['msg']}")
+        command = self._commands.get(request.command)
         if command is None:
-            return {"ok": False, "error": f"unknown command {name!r}"}
+            return _error(f"unknown command {request.command!r}")
         try:
-            result = command(args)
+            result = command(request.args)
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:
-            log.exception("control_command_failed", command=name)
-            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            log.exception("control_command_failed", command=request.command)
+            return _error(f"{type(exc).__name__}: {exc}")
         return {"ok": True, "result": result}
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"ok": False, "error": message}
+
+
+def _encode(answer: dict[str, Any]) -> bytes:
+    return json.dumps(answer, default=str).encode() + b"\n"
 
 
 async def _answers(path: Path) -> bool:

@@ -64,6 +64,8 @@ LAN_POLICY = DialPolicy(min_backoff=0.5, max_backoff=2.0, timeout=3.0)
 # Not its record's TTL: records are not refreshed while we are connected, and a partition
 # may outlast them.
 LAN_FORGET_AFTER = 300.0
+# LAN peers dialled at once: anyone on the LAN can announce any number of peer ids.
+MAX_LAN_PEERS = 256
 
 # When we ask the LAN who is there: a quick burst at start, then at a steady pace.
 MDNS_QUERY_TIMES = (0.0, 1.0, 2.0)
@@ -137,7 +139,15 @@ class Dialer:
     def _link(self, peer_id: str) -> _Link:
         return self._links.setdefault(peer_id, _Link())
 
+    def wants(self, peer_id: str) -> bool:
+        return peer_id in self._wants
+
     def on_peer_event(self, event: PeerEvent) -> None:
+        if event.peer_id not in self._wants:
+            # Not ours to keep (an inbound peer): no state, or every peer that ever
+            # connected would leave a row behind.
+            self._links.pop(event.peer_id, None)
+            return
         link = self._link(event.peer_id)
         link.connected = event.connected
         link.changed.set()
@@ -170,6 +180,8 @@ class Dialer:
                 await _wait(link.changed, delay * random.uniform(0.8, 1.2))
         finally:
             self._keepers.discard(peer_id)
+            if peer_id not in self._wants:
+                self._links.pop(peer_id, None)
 
     def _current(self, peer_id: str) -> _Want | None:
         want = self._wants.get(peer_id)
@@ -312,6 +324,7 @@ class MdnsDiscovery:
         self.suffix = "." + self.type.lower()
         self._known: set[str] = set()
         self._other_networks: set[str] = set()
+        self.ignored = 0  # announcements ignored because MAX_LAN_PEERS are wanted
 
     def advertised_addresses(self) -> list[str]:
         """Our listen addresses as LAN peers can dial them (wildcards expanded)."""
@@ -345,6 +358,8 @@ class MdnsDiscovery:
         if announcement.network is not None and announcement.network != self._network_id:
             # Peers of other implementations announce no network: they are let in.
             if peer_id not in self._other_networks:
+                if len(self._other_networks) >= MAX_LAN_PEERS:
+                    self._other_networks.clear()  # only there to log each once
                 self._other_networks.add(peer_id)
                 log.info("peer_other_network", peer=peer_id, network=announcement.network)
             return
@@ -354,6 +369,15 @@ class MdnsDiscovery:
             log.info("peer_goodbye", peer=peer_id, source="mdns")
             return
         if peer_id not in self._known:
+            if len(self._known) >= MAX_LAN_PEERS:
+                # Anyone on the LAN can announce any number of peer ids: keep dialling the
+                # ones still wanted, and at most MAX_LAN_PEERS of them.
+                self._known = {p for p in self._known if self._dialer.wants(p)}
+                if len(self._known) >= MAX_LAN_PEERS:
+                    self.ignored += 1
+                    if self.ignored % 100 == 1:
+                        log.warning("mdns_too_many_peers", limit=MAX_LAN_PEERS)
+                    return
             self._known.add(peer_id)
             log.info(
                 "peer_discovered", peer=peer_id, source="mdns", addresses=announcement.addresses

@@ -40,11 +40,15 @@ def metric_families(status: dict[str, Any]) -> Iterator[Metric]:
     yield GaugeMetricFamily("bzzz_uptime_seconds", "Seconds since start", value=status["uptime_s"])
 
     peers = GaugeMetricFamily("bzzz_peers", "Peers in the table by state", labels=["state"])
-    rows = status["peers"]
-    peers.add_metric(["connected"], sum(p["connected"] for p in rows))
-    peers.add_metric(["stale"], sum(p["stale"] for p in rows))
-    peers.add_metric(["known"], len(rows))
+    counts = status["peer_counts"]
+    for state in ("connected", "stale", "known"):
+        peers.add_metric([state], counts[state])
     yield peers
+    yield CounterMetricFamily(
+        "bzzz_peers_evicted",
+        "Peer table rows forgotten to stay within p2p.max_peers",
+        value=status["peer_counts"]["evicted"],
+    )
 
     stats = status["messages"]
     by_topic = CounterMetricFamily(
@@ -61,8 +65,18 @@ def metric_families(status: dict[str, Any]) -> Iterator[Metric]:
     for reason, value in stats["rejected"].items():
         rejected.add_metric([reason], value)
     yield rejected
+    dropped = CounterMetricFamily(
+        "bzzz_messages_dropped",
+        "Messages dropped on a full queue: inbound (admitted, not handled) or outbound (not sent)",
+        labels=["direction"],
+    )
+    for direction, value in stats["dropped_by"].items():
+        dropped.add_metric([direction], value)
+    yield dropped
     yield CounterMetricFamily(
-        "bzzz_messages_dropped", "Admitted messages dropped on a full queue", value=stats["dropped"]
+        "bzzz_stream_errors",
+        "Peer streams reset because they broke a protocol handler",
+        value=stats["stream_errors"],
     )
     delay = GaugeMetricFamily(
         "bzzz_message_delay_seconds",

@@ -12,7 +12,8 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +47,7 @@ STOP_DEADLINE = 5.0
 STALE_AFTER_BEATS = 3
 DISCONNECT_TIMEOUT = 5.0
 FORGET_AFTER_BEATS = 20
+STATUS_PEERS = 64  # peers listed by `bzzz status`
 
 
 class Node:
@@ -58,6 +60,7 @@ class Node:
         self._started = time.monotonic()
         self._stop = asyncio.Event()
         self._stopping = False
+        self.loop_restarts: Counter[str] = Counter()
         interval = config.p2p.capability_interval
 
         self.bus = MessageBus(identity.peer_id, config.p2p.max_clock_skew, config.p2p.allow_peers)
@@ -72,12 +75,24 @@ class Node:
             own,
             identity.sign,
         )
-        self.replicator = Replicator(self.host, self.audit, log_root, verify)
+        allowed = frozenset(config.p2p.allow_peers)
+        replicate_after = config.auditlog.replicate_after * interval
+        self.replicator = Replicator(
+            self.host,
+            self.audit,
+            log_root,
+            verify,
+            eligible=lambda author: (
+                author in allowed or self.peers.connected_for(author) >= replicate_after
+            ),
+            max_replicas=config.auditlog.max_replicas,
+        )
         self.host.set_stream_handler(LOG_PROTOCOL, self.replicator.serve)
         self.peers = PeerTable(
             identity.peer_id,
             stale_after=STALE_AFTER_BEATS * interval,
             forget_after=FORGET_AFTER_BEATS * interval,
+            max_peers=config.p2p.max_peers,
         )
         self.github = self._github_client(env)
         self.antennae = Antennae(
@@ -91,6 +106,7 @@ class Node:
             reasoner=self._reasoner(),
             github=self.github,
             poll_interval=config.github.poll_interval,
+            holder_of=lambda key: self.tasks.holder_of(key),
         )
         self.tasks = TaskCoordinator(
             github_config=config.github,
@@ -186,19 +202,21 @@ class Node:
             want_bootstrap_peers(
                 self.dialer, self.loaded.config.p2p.bootstrap_peers, self.identity.peer_id
             )
-            tasks = [
-                group.create_task(self.bus.run()),
-                group.create_task(self.presence.run()),
-                group.create_task(self.dialer.run()),
-                group.create_task(self.replicator.run()),
-                group.create_task(self.tasks.run()),
-                group.create_task(self.antennae.run()),
-                group.create_task(self._drop_unresponsive_peers()),
-                group.create_task(self._watch_host()),
-                group.create_task(self._report_to_systemd()),
-            ]
+            loops: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+                "bus": self.bus.run,
+                "presence": self.presence.run,
+                "dialer": self.dialer.run,
+                "replicator": self.replicator.run,
+                "tasks": self.tasks.run,
+                "antennae": self.antennae.run,
+                "liveness": self._drop_unresponsive_peers,
+                "systemd": self._report_to_systemd,
+            }
             if self.mdns is not None:
-                tasks.append(group.create_task(self.mdns.run()))
+                loops["mdns"] = self.mdns.run
+            tasks = [group.create_task(self._supervise(name, run)) for name, run in loops.items()]
+            # The libp2p host is the one part whose end ends the node (systemd restarts it).
+            tasks.append(group.create_task(self._watch_host()))
             log.info(
                 "node_ready",
                 listen=self.host.listen_addrs(),
@@ -209,6 +227,26 @@ class Node:
             await self._stop.wait()
             for task in tasks:
                 task.cancel()
+
+    async def _supervise(self, name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run one of the node's loops for as long as the node runs: a bug that escapes it is
+        logged with its traceback and the loop starts again (after a pause that grows to a
+        minute), instead of taking the node down with it."""
+        pause = 1.0
+        while True:
+            started = time.monotonic()
+            try:
+                await run()
+                return
+            except GuestStopped:
+                return  # the host is gone: _watch_host ends the node
+            except Exception:
+                self.loop_restarts[name] += 1
+                log.exception("node_loop_failed", loop=name, restart_in_s=pause)
+            if time.monotonic() - started > 300:
+                pause = 1.0  # it had run well for a while: a fresh fault
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 60.0)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -290,10 +328,14 @@ class Node:
 
     def _record(self, type: str, data: dict[str, Any]) -> None:
         """Put an event into our own log, in the order events happen, without waiting for the
-        disk. A failing disk is logged once by the log itself."""
+        disk. Never raises: the log cuts what it is given to fit, and a failing disk is logged
+        once by the log itself."""
         try:
             _, durable = self.audit.append_nowait(type, data)
         except AuditLogError:
+            return
+        except Exception:
+            log.exception("auditlog_record_failed", type=type)
             return
         durable.add_done_callback(lambda f: f.cancelled() or f.exception())
 
@@ -347,8 +389,10 @@ class Node:
             "uptime_s": round(self.uptime(), 1),
             "listen": self.host.listen_addrs(),
             "capabilities": list(self.loaded.config.node.capabilities),
-            "peers": self.peers.snapshot(),
-            "connected": self.host.connected_peers(),
+            # Bounded whatever the crowd: `bzzz peers` has the whole table.
+            "peers": self.peers.snapshot(limit=STATUS_PEERS),
+            "peer_counts": self.peers.counts(),
+            "connected": self.host.connected_peers()[:STATUS_PEERS],
             "messages": self.bus.stats(),
             "broadcasts_sent": self.presence.broadcasts_sent,
             "auditlog": self._auditlog_status(),
@@ -356,6 +400,7 @@ class Node:
                 "conversations": len(self.antennae.conversations),
                 **dict(self.antennae.stats),
             },
+            "loop_restarts": dict(self.loop_restarts),
             "tasks": {
                 "held": self.tasks.load()[0],
                 "max": self.tasks.load()[1],

@@ -69,6 +69,7 @@ class PeerRecord:
     current_tasks: int = 0
     max_tasks: int = 0
     connected: bool = False
+    connected_at: float = 0.0  # monotonic: when the current connection came up
     address: str = ""
     last_seen: float = 0.0  # wall clock, for display
     last_heard: float = 0.0  # monotonic, for staleness
@@ -87,10 +88,13 @@ class PeerTable:
         forget_after: float,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        max_peers: int = 256,
     ) -> None:
         self._own_id = own_id
         self.stale_after = stale_after
         self.forget_after = forget_after
+        self.max_peers = max_peers
+        self.evicted = 0  # rows dropped to stay within max_peers
         self._clock = clock
         self._wall = wall_clock
         self._peers: dict[str, PeerRecord] = {}
@@ -108,6 +112,8 @@ class PeerTable:
     def _heard(self, peer_id: str) -> PeerRecord:
         record = self._peers.get(peer_id)
         if record is None:
+            if len(self._peers) >= self.max_peers:
+                self._evict()
             record = self._peers[peer_id] = PeerRecord(peer_id)
         record.last_heard = self._clock()
         record.last_seen = self._wall()
@@ -116,11 +122,32 @@ class PeerTable:
             log.info("peer_fresh", peer=peer_id, agent=record.agent_id)
         return record
 
+    def _evict(self) -> None:
+        """Make room: forget the disconnected peer heard from least recently. Any signer of a
+        message gets a row, so without this 2,000 identities are 2,000 rows for good."""
+        idle = [r for r in self._peers.values() if not r.connected]
+        if not idle:
+            return  # every row is a live connection: over the limit until one ends
+        victim = min(idle, key=lambda r: r.last_heard)
+        del self._peers[victim.peer_id]
+        self.evicted += 1
+        if self.evicted % 100 == 1:
+            log.info("peer_table_full", limit=self.max_peers, evicted=self.evicted)
+
+    def connected_for(self, peer_id: str) -> float:
+        """Seconds `peer_id` has been connected (0 when it is not)."""
+        record = self._peers.get(peer_id)
+        if record is None or not record.connected:
+            return 0.0
+        return self._clock() - record.connected_at
+
     def on_peer_event(self, event: PeerEvent) -> None:
         if event.peer_id == self._own_id:
             return
         if event.connected:
             record = self._heard(event.peer_id)
+            if not record.connected:
+                record.connected_at = self._clock()
             record.connected = True
             record.address = event.address
             log.info("peer_connected", peer=event.peer_id, address=event.address)
@@ -200,11 +227,17 @@ class PeerTable:
             "known": len(records),
             "connected": sum(r.connected for r in records),
             "stale": sum(r.stale for r in records),
+            "evicted": self.evicted,
         }
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        """The table as plain data for `bzzz status` and `bzzz peers`."""
+    def snapshot(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The table as plain data for `bzzz status` and `bzzz peers`; with `limit`, the
+        connected peers first, then those heard from most recently."""
         now = self._clock()
+        records = self.records()
+        if limit is not None and len(records) > limit:
+            chosen = sorted(records, key=lambda r: (not r.connected, now - r.last_heard))
+            records = sorted(chosen[:limit], key=lambda r: r.peer_id)
         return [
             {
                 "peer_id": r.peer_id,
@@ -224,5 +257,5 @@ class PeerTable:
                 "received": r.received,
                 "missed": r.sequence.missed,
             }
-            for r in self.records()
+            for r in records
         ]

@@ -129,6 +129,12 @@ class Presence:
     async def _greet_peer(self, peer_id: str) -> None:
         """Announce ourselves once the new peer can hear it, so it need not wait a whole beat."""
         try:
+            await self._greet_when_meshed(peer_id)
+        except Exception:  # one greeting failing must not stop the beat
+            log.exception("greeting_failed", peer=peer_id)
+
+    async def _greet_when_meshed(self, peer_id: str) -> None:
+        try:
             async with asyncio.timeout(GREETING_MESH_TIMEOUT):
                 await self._host.wait_for_mesh(peer_id, COORDINATION_TOPIC)
         except TimeoutError:

@@ -1,7 +1,4 @@
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -10,11 +7,5 @@ from tests.integration.harness import Cluster
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
-    # A short directory: unix socket paths must stay under 108 bytes.
-    root = Path(tempfile.mkdtemp(prefix="bzzz-"))
-    group = Cluster(root)
-    try:
+    with Cluster.in_temporary_directory() as group:
         yield group
-    finally:
-        group.close()
-        shutil.rmtree(root, ignore_errors=True)

@@ -236,3 +236,22 @@ def test_state_keyed_by_what_peers_send_stays_bounded():
     table.touch("spam-98", lambda: -1)  # used again: kept, not remade
     table.touch("new", lambda: 1)
     assert list(table) == ["mine", "spam-98", "new"] and table["spam-98"] == 98
+
+
+def test_what_a_conversation_remembers_stays_bounded():
+    from bzzz.antennae.conversation import HISTORY, SEEN
+
+    c = Conversation(KEY)
+    c.apply(msg("A", proposal("p1")))
+    for n in range(3 * SEEN):
+        c.apply(msg(f"peer{n}", Collaboration(conversation=KEY, message_id=f"{n:064d}")))
+    assert len(c.seen) == SEEN and len(c.history) == HISTORY
+    assert c.summary()["messages"] == 3 * SEEN + 1
+
+
+def test_a_message_without_an_id_gets_one_that_can_be_answered():
+    c = Conversation(KEY)
+    c.apply(msg("A" * 52, PlanProposal(conversation=KEY, plan="p"), seqno=2**63 - 1))
+    assert c.proposal is not None and len(c.proposal.message_id) <= 64
+    reply = Collaboration(conversation=KEY, in_reply_to=c.proposal.message_id, kind="accept")
+    assert reply.in_reply_to == c.proposal.message_id

@@ -1,16 +1,29 @@
 """The audit log on disk: chain, signatures, torn tails, damage, group commit."""
 
 import asyncio
+import json
 import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bzzz.auditlog import reader
-from bzzz.auditlog.entry import GENESIS, SignedEntry
+from bzzz.auditlog.entry import (
+    GENESIS,
+    MAX_LIST_ITEMS,
+    MAX_STRING_CHARS,
+    Entry,
+    EntryError,
+    SignedEntry,
+    check_size,
+    fit,
+)
 from bzzz.auditlog.log import AuditLog, ChainWriter
 from bzzz.auditlog.segments import HEADER, ChainStore
 from bzzz.p2p import Identity, verify
+from tests import strategies
 
 
 @pytest.fixture
@@ -121,9 +134,44 @@ async def test_a_rewritten_entry_with_a_fixed_checksum_fails_its_signature(tmp_p
     assert (3, "prev is not the hash of the entry before") in reasons
 
 
-async def test_oversized_entries_are_refused_before_they_are_chained(tmp_path, identity):
+async def test_whatever_a_peer_said_is_recorded_cut_to_fit_never_refused(tmp_path, identity):
     log = await opened(tmp_path, identity)
-    with pytest.raises(ValueError, match="over"):
-        log.append_nowait("big", {"blob": "x" * 20000})
-    assert log.writer.head_seq == 0
+    signed = await log.append("objection", {"reason": "x" * 20000, "tags": list(range(5000))})
+    data = signed.entry.data
+    assert data["reason"].startswith("x" * MAX_STRING_CHARS)
+    assert "cut 18976 chars" in data["reason"]
+    assert len(data["tags"]) == MAX_LIST_ITEMS + 1 and "cut 4968 items" in data["tags"][-1]
+    huge = await log.append("flood", {f"k{i}": "y" * 1000 for i in range(30)})
+    assert huge.entry.data["cut"] is True and len(huge.entry.data["sha256"]) == 64
+    assert log.writer.head_seq == 2
     await log.stop()
+
+
+@settings(max_examples=200, deadline=None)
+@given(strategies.json_values, st.integers(0, 40_000))
+def test_fit_bounds_any_data_below_the_entry_limit(value, padding):
+    data = fit({"value": value, "padding": "p" * padding, "odd": {1, 2}, "nan": float("nan")})
+    entry = Entry(1, "2026-01-01T00:00:00+00:00", "author", "t", data, GENESIS)
+    check_size(entry)  # never raises
+    json.loads(entry.canonical)  # plain JSON
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 100_000,
+        b'{"entry": {"seq": Infinity}}',
+        b'{"entry": {"seq": 1e999}}',
+        b'{"entry": {"seq": -1, "timestamp": "", "author": "", "type": "", "data": {}, '
+        b'"prev": ""}, "hash": "", "sig": ""}',
+        b'{"entry": {"seq": 1, "timestamp": 5, "author": "", "type": "", "data": {}, '
+        b'"prev": ""}, "hash": "", "sig": ""}',
+        b'{"entry": {"seq": 1, "timestamp": "", "author": "", "type": "", "data": [], '
+        b'"prev": ""}, "hash": "", "sig": ""}',
+        b"\xff\xfe",
+        b"null",
+    ],
+)
+def test_a_malformed_record_is_an_entry_error_whatever_it_holds(raw):
+    with pytest.raises(EntryError):
+        SignedEntry.from_record(raw)

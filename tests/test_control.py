@@ -67,3 +67,47 @@ async def test_a_live_socket_is_not_stolen_but_a_dead_one_is_replaced(tmp_path):
 def test_no_daemon_is_a_distinct_error(tmp_path):
     with pytest.raises(NoDaemon, match="no bzzz daemon answers"):
         control.request(tmp_path / "absent.sock", "status")
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (b"{}\n", "bad request: command: Field required"),
+        (b'{"command": []}\n', "bad request: command: Input should be a valid string"),
+        (b'{"command": "status", "args": 5}\n', "bad request: args: Input should be"),
+        (b"[" * 30_000 + b"\n", "bad request"),
+        (b'{"command": "status", "extra": 1}\n', "bad request: extra: Extra inputs"),
+        (b"x" * 70_000 + b"\n", "bad request: over 65536 bytes"),
+        (b"\n", "bad request"),
+    ],
+)
+async def test_every_request_gets_an_answer_whatever_it_holds(tmp_path, payload, error):
+    server = ControlServer(tmp_path / "c.sock", {"status": lambda args: "fine"})
+    await server.start()
+    try:
+        answer = await ask_raw(server.path, payload)
+        assert answer["ok"] is False and answer["error"].startswith(error), answer
+        assert (await ask_raw(server.path, b'{"command": "status"}\n'))["result"] == "fine"
+    finally:
+        await server.stop()
+
+
+async def test_stalled_clients_are_cut_off_and_a_crowd_is_told_busy(tmp_path):
+    server = ControlServer(
+        tmp_path / "c.sock", {"status": lambda args: "fine"}, timeout=0.5, max_clients=4
+    )
+    await server.start()
+    try:
+        # Four clients that connect and never send a line hold every slot...
+        stalled = [await asyncio.open_unix_connection(str(server.path)) for _ in range(4)]
+        busy = await ask_raw(server.path, b'{"command": "status"}\n')
+        assert busy == {"ok": False, "error": "busy: too many clients, try again"}
+        assert server.refused_busy == 1
+        # ...until the connection time limit ends them: each is closed without an answer.
+        for reader, writer in stalled:
+            async with asyncio.timeout(2):
+                assert await reader.read() == b""
+            writer.close()
+        assert (await ask_raw(server.path, b'{"command": "status"}\n'))["result"] == "fine"
+    finally:
+        await server.stop()

@@ -39,3 +39,19 @@ def test_js_and_go_announcements_carry_no_network():
     assert found is not None and found.network is None
     assert parse_announcement(["txtvers=1"]) is None
     assert peer_id_of(f"/ip4/1.2.3.4/tcp/1/p2p/{PEER}") == PEER
+
+
+def test_a_lan_flooded_with_announcements_is_dialled_within_a_bound():
+    from bzzz.config import MdnsConfig
+    from bzzz.discovery import MAX_LAN_PEERS, Dialer, MdnsDiscovery
+    from bzzz.p2p import Identity
+
+    class NoHost:
+        peer_id = PEER
+
+    dialer = Dialer(NoHost())  # type: ignore[arg-type]
+    mdns = MdnsDiscovery(NoHost(), dialer, MdnsConfig(), "bzzz")  # type: ignore[arg-type]
+    for _ in range(MAX_LAN_PEERS + 40):
+        peer = Identity.generate().peer_id
+        mdns.on_txt(encode_txt([f"dnsaddr=/ip4/10.0.0.9/tcp/4001/p2p/{peer}"]), ttl=120)
+    assert len(dialer._wants) == MAX_LAN_PEERS and mdns.ignored == 40

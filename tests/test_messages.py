@@ -130,18 +130,76 @@ def test_each_rule_of_the_door_refuses_with_its_reason(raw, topic, reason):
     assert result.reason is reason
 
 
-def test_hop_count_three_is_still_accepted_and_limits_only_antennae():
+def test_hop_count_three_is_still_accepted_on_both_topics_and_four_is_not():
     objection = envelope(type="objection", data={"conversation": "o/r#1", "reason": "x"})
     body = json.loads(objection)
     body["hop_count"] = 3
     result = decode(json.dumps(body).encode(), topic=ANTENNAE_TOPIC)
     assert isinstance(result, Message) and isinstance(result.data, Objection)
-    assert isinstance(decode(envelope(hop_count=9)), Message)
+    assert isinstance(decode(envelope(hop_count=3)), Message)
+    refused = decode(envelope(hop_count=9))
+    assert isinstance(refused, Rejection) and refused.reason is Reason.HOP_LIMIT
 
 
 def test_the_size_limit_is_inclusive():
     padding = "x" * (64 * 1024)
-    raw = envelope(data={"node_id": PEER, "specialization": padding})
+    # A field a newer peer added: only the size of the whole message bounds it.
+    raw = envelope(data={"node_id": PEER, "padding": padding})
     trimmed = raw.replace(b"x" * (len(raw) - 64 * 1024), b"", 1)
     assert len(trimmed) == 64 * 1024
     assert isinstance(decode(trimmed), Message)
+
+
+# ---- properties of the door, over generated messages ----------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests import strategies  # noqa: E402
+
+
+@settings(max_examples=400, deadline=None)
+@given(strategies.valid_messages())
+def test_every_message_within_its_bounds_is_admitted_and_round_trips(generated):
+    msg_type, data = generated
+    topic = messages.topic_of(msg_type)
+    raw = strategies.envelope(msg_type, data, PEER)
+    result = messages.decode(raw, topic=topic, signer=PEER, now=datetime.now(UTC), max_skew=120)
+    assert isinstance(result, Message), result
+    assert result.type is msg_type
+    again = messages.encode(result.data, sender=PEER)
+    assert isinstance(
+        messages.decode(again, topic=topic, signer=PEER, now=datetime.now(UTC), max_skew=120),
+        Message,
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(strategies.broken_messages())
+def test_a_field_outside_its_bounds_is_refused_with_its_reason(generated):
+    msg_type, data, reason = generated
+    raw = strategies.envelope(msg_type, data, PEER)
+    result = messages.decode(
+        raw, topic=messages.topic_of(msg_type), signer=PEER, now=datetime.now(UTC), max_skew=120
+    )
+    assert isinstance(result, Rejection), (data, result)
+    assert result.reason in (reason, Reason.OVERSIZED), (data, result)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_garbage_is_refused_and_never_raises(data):
+    raw = data.draw(strategies.garbage(PEER))
+    topic = data.draw(st.sampled_from([COORDINATION_TOPIC, ANTENNAE_TOPIC]))
+    result = messages.decode(raw, topic=topic, signer=PEER, now=datetime.now(UTC), max_skew=120)
+    assert isinstance(result, Message | Rejection)
+
+
+def test_clip_makes_any_text_fit_a_field():
+    long = "\u202eevil\x1b[31m" + "x" * 5000
+    clipped = messages.clip(long, 2048)
+    assert len(clipped) <= 2048 and clipped.endswith("[…]")
+    assert "\u202e" not in clipped and "\x1b" not in clipped
+    objection = messages.Objection(conversation="o/r#1", reason=clipped)
+    raw = messages.encode(objection, sender=PEER, now=NOW)
+    assert isinstance(decode(raw, topic=ANTENNAE_TOPIC), Message)

@@ -65,7 +65,7 @@ def test_silence_makes_a_peer_stale_then_a_message_makes_it_fresh():
     peers = table(clock)
     peers.on_peer_event(PeerEvent(PEER, True))
     clock.now += 90.5
-    assert peers.counts() == {"known": 1, "connected": 1, "stale": 1}
+    assert peers.counts() == {"known": 1, "connected": 1, "stale": 1, "evicted": 0}
     peers.on_message(message(CapabilityBroadcast(node_id=PEER), MessageType.CAPABILITY_BROADCAST))
     assert peers.counts()["stale"] == 0
 
@@ -77,7 +77,7 @@ def test_gone_peers_are_forgotten_but_connected_ones_are_kept():
     clock.now += 700
     assert peers.counts()["known"] == 1, "still connected: kept, although stale"
     peers.on_peer_event(PeerEvent(PEER, False))
-    assert peers.counts() == {"known": 0, "connected": 0, "stale": 0}
+    assert peers.counts() == {"known": 0, "connected": 0, "stale": 0, "evicted": 0}
 
 
 def test_own_connection_events_and_unknown_disconnects_are_ignored():

@@ -10,8 +10,9 @@ message answering one not seen yet waits until it is (`pending`).
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from bzzz.messages import (
@@ -23,7 +24,8 @@ from bzzz.messages import (
     PlanProposal,
 )
 
-HISTORY = 200  # messages kept per conversation for `bzzz discuss`
+HISTORY = 64  # messages kept per conversation for `bzzz discuss`
+SEEN = 512  # message ids remembered per conversation (duplicates come within seconds)
 
 
 @dataclass
@@ -57,19 +59,21 @@ class Conversation:
     accepts: dict[str, str] = field(default_factory=dict)  # peer -> proposal accepted
     helpers: dict[str, str] = field(default_factory=dict)  # peer -> what it took on
     decision: str = ""
-    seen: set[str] = field(default_factory=set)
+    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    received: int = 0  # messages taken in, duplicates excluded
     history: list[dict[str, Any]] = field(default_factory=list)
-    updated: datetime | None = None
 
     def apply(self, msg: Message) -> str | None:
         """Take one message in; return what it changed ("proposal", "objection", "accept",
         "consensus", ...) or None if it changed nothing (a duplicate, or after a decision)."""
         data = msg.data
-        message_id = getattr(data, "message_id", "") or f"{msg.sender}:{msg.seqno}"
+        message_id = getattr(data, "message_id", "") or _derived_id(msg)
         if message_id in self.seen:
             return None
-        self.seen.add(message_id)
-        self.updated = msg.timestamp
+        self.seen[message_id] = None
+        if len(self.seen) > SEEN:
+            self.seen.popitem(last=False)
+        self.received += 1
         change = self._apply(msg, message_id)
         if change is not None:
             self.history.append(
@@ -79,7 +83,7 @@ class Conversation:
                     "type": msg.type.value,
                     "change": change,
                     "at": msg.timestamp.isoformat(),
-                    "text": _text(msg)[:300],
+                    "text": _text(msg)[:200],
                     "in_reply_to": getattr(data, "in_reply_to", ""),
                 }
             )
@@ -153,8 +157,14 @@ class Conversation:
             "accepted_by": sorted(self.accepts),
             "helpers": self.helpers,
             "decision": self.decision,
-            "messages": len(self.seen),
+            "messages": self.received,
         }
+
+
+def _derived_id(msg: Message) -> str:
+    """An id for a message that carries none (the Go Bzzz sends none): the same on every node,
+    and short enough to be answered (`in_reply_to` is at most 64 characters)."""
+    return hashlib.sha256(f"{msg.sender}:{msg.seqno}".encode()).hexdigest()[:32]
 
 
 def _text(msg: Message) -> str:

@@ -24,7 +24,7 @@ import secrets
 import time
 import urllib.request
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,7 +37,10 @@ from bzzz.config import AntennaeConfig
 from bzzz.lru import Lru
 from bzzz.messages import (
     ANTENNAE_TOPIC,
+    MAX_CAPABILITIES,
+    MAX_CHANGES,
     MAX_HOP_COUNT,
+    MAX_STEPS,
     AntennaeData,
     Collaboration,
     Consensus,
@@ -50,6 +53,8 @@ from bzzz.messages import (
     TaskComplete,
     TaskHelpRequest,
     TaskHelpResponse,
+    clip,
+    token,
     type_of,
 )
 from bzzz.p2p import GuestStopped
@@ -61,8 +66,6 @@ log = structlog.get_logger(__name__)
 
 Record = Callable[[str, dict[str, Any]], None]
 HOPS_KEPT = 4096
-# Conversations remembered (any peer can open one).
-MAX_CONVERSATIONS = 1000
 WEBHOOK_ATTEMPTS = 3
 ESCALATION_MARK = "bzzz-escalation:"
 
@@ -81,6 +84,7 @@ class Antennae:
         reasoner: Reasoner,
         github: GitHub | None,
         poll_interval: float,
+        holder_of: Callable[[str], str] = lambda key: "",
     ) -> None:
         self._cfg = config
         self._bus = bus
@@ -92,15 +96,18 @@ class Antennae:
         self._reasoner = reasoner
         self._github = github
         self._poll_interval = poll_interval
+        self._holder_of = holder_of
         self._deliberating: set[str] = set()
         in_use = self._deliberating.__contains__
-        self.conversations: Lru[str, Conversation] = Lru(MAX_CONVERSATIONS, in_use)
-        self._changed: Lru[str, asyncio.Event] = Lru(MAX_CONVERSATIONS, in_use)
-        self._rates: Lru[tuple[str, str], deque[float]] = Lru(MAX_CONVERSATIONS * 4)
+        # Conversations remembered: any peer can open one.
+        limit = config.max_conversations
+        self.conversations: Lru[str, Conversation] = Lru(limit, in_use)
+        self._changed: Lru[str, asyncio.Event] = Lru(limit, in_use)
+        self._rates: Lru[tuple[str, str], deque[float]] = Lru(limit * 4)
         self._hops: OrderedDict[str, int] = OrderedDict()
         self._help: dict[str, dict[str, list[str]]] = {}
         self._keywords: dict[str, str] = {}
-        self._done: Lru[str, bool] = Lru(MAX_CONVERSATIONS)  # tasks finished
+        self._done: Lru[str, bool] = Lru(limit)  # tasks finished
         self._group: asyncio.TaskGroup | None = None
         self.stats: Counter[str] = Counter()
         for kind in (
@@ -111,6 +118,9 @@ class Antennae:
             MessageType.ESCALATION,
         ):
             bus.on(kind, self._on_message)
+        bus.guard(MessageType.PLAN_PROPOSAL, self._may_propose)
+        bus.guard(MessageType.CONSENSUS, self._may_decide)
+        bus.guard(MessageType.ESCALATION, self._may_decide)
         bus.on(MessageType.TASK_HELP_REQUEST, self._on_help_request)
         bus.on(MessageType.TASK_HELP_RESPONSE, self._on_help_response)
         bus.on(MessageType.TASK_COMPLETE, self._on_complete)
@@ -120,6 +130,31 @@ class Antennae:
         async with asyncio.TaskGroup() as group:
             self._group = group
             await asyncio.Event().wait()
+
+    # ---- authority -------------------------------------------------------------------------
+
+    def _may_propose(self, msg: Message) -> str | None:
+        """Only the task's holder proposes (and revises); while no holder is known, only the
+        conversation's proposer, once there is one."""
+        key = _conversation_of(msg)
+        holder = self._holder_of(key)
+        if holder:
+            return None if holder == msg.sender else f"{key} is held by {holder}"
+        conversation = self.conversations.get(key)
+        if conversation is not None and conversation.proposer not in ("", msg.sender):
+            return f"{key} is proposed by {conversation.proposer}"
+        return None
+
+    def _may_decide(self, msg: Message) -> str | None:
+        """Consensus and escalation are the proposer's decisions (before any proposal, the
+        holder's: it escalates when no help came)."""
+        key = _conversation_of(msg)
+        conversation = self.conversations.get(key)
+        decider = conversation.proposer if conversation is not None else ""
+        decider = decider or self._holder_of(key)
+        if decider and decider != msg.sender:
+            return f"only {decider} decides {key}"
+        return None
 
     # ---- inbound ---------------------------------------------------------------------------
 
@@ -170,20 +205,30 @@ class Antennae:
         ):
             self._keywords[key] = text.strip()
         if change == "proposal" and msg.sender != self._own and conversation.proposal:
-            self._spawn(self._review(key, conversation.proposal))
+            self._spawn(self._review(key, conversation.proposal), "review")
         if (
             isinstance(data, Collaboration)
             and data.kind == "subtask"
             and getattr(data, "to", "") == self._own
         ):
-            self._spawn(self._take_subtask(key, data))
+            self._spawn(self._take_subtask(key, data), "subtask")
         self._changed.touch(key, asyncio.Event).set()
 
-    def _spawn(self, job: Any) -> None:
+    def _spawn(self, job: Coroutine[Any, Any, None], what: str) -> None:
         if self._group is None:
             job.close()
             return
-        self._group.create_task(job)
+        self._group.create_task(self._contained(job, what))
+
+    async def _contained(self, job: Coroutine[Any, Any, None], what: str) -> None:
+        """One review or answer failing (a model, a bug) must not stop Antennae or the node."""
+        try:
+            await job
+        except GuestStopped:
+            pass
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("antennae_job_failed", job=what)
 
     def _on_complete(self, msg: Message) -> None:
         data = msg.data
@@ -219,9 +264,10 @@ class Antennae:
         context = ReviewContext(
             set().union(*(self.capabilities_of(p) for p in planners)), self._my_files()
         )
-        reason = await self._reasoner.review(key, proposal, context)
+        review = await self._reasoner.review(key, proposal, context)
         hop = self._hops.get(proposal.message_id, 0) + 1
-        if reason:
+        if review:
+            reason = clip(review, 2048)
             log.info("antennae_objection", task=key, reason=reason)
             self._record(
                 "objection", {"task": key, "proposal": proposal.message_id, "reason": reason}
@@ -259,7 +305,8 @@ class Antennae:
                         can_help=True,
                         capabilities=offer,
                     )
-                )
+                ),
+                "help_response",
             )
 
     def _on_help_response(self, msg: Message) -> None:
@@ -279,7 +326,7 @@ class Antennae:
                 repository=task.repository,
                 task_id=task.number,
                 agent_id=self._agent,
-                missing=missing,
+                missing=missing[:MAX_CAPABILITIES],
                 reason="the plan needs it",
             )
         )
@@ -328,8 +375,10 @@ class Antennae:
         for _ in range(self._cfg.max_rounds):
             objections = [o.reason for o in conversation.open_objections()]
             draft = await self._reasoner.propose(task, objections)
+            # Capabilities are identifiers on the wire; an issue's "## Needs" is free text.
+            needed = list(dict.fromkeys(token(c) for c in draft.needed_capabilities if c.strip()))
             covered = self._capabilities.union(*(self.capabilities_of(h) for h in helpers))
-            missing = [c for c in draft.needed_capabilities if c not in covered]
+            missing = [c for c in needed if c not in covered]
             if missing:
                 helper = await self._find_help(task, missing)
                 if helper is None:
@@ -343,17 +392,17 @@ class Antennae:
                         message_id=_new_id(),
                         kind="subtask",
                         to=helper,
-                        text=f"the {', '.join(missing)} part",
+                        text=clip(f"the {', '.join(missing)} part", 2048),
                     ),
                     0,
                 )
             proposal = PlanProposal(
                 conversation=key,
                 message_id=_new_id(),
-                plan=draft.plan,
-                steps=draft.steps,
-                expected_changes=draft.expected_changes,
-                needed_capabilities=draft.needed_capabilities,
+                plan=clip(draft.plan, 4096),
+                steps=[clip(step, 512) for step in draft.steps[:MAX_STEPS]],
+                expected_changes=[clip(c, 256) for c in draft.expected_changes[:MAX_CHANGES]],
+                needed_capabilities=needed[:MAX_CAPABILITIES],
                 helpers=helpers,
             )
             log.info(
@@ -413,7 +462,9 @@ class Antennae:
         conversation = self.conversations[key]
         log.warning("antennae_escalation", task=key, reason=reason)
         self._record("escalation", {"task": key, "reason": reason, "rounds": conversation.rounds})
-        await self._send(Escalation(conversation=key, message_id=_new_id(), reason=reason), 0)
+        await self._send(
+            Escalation(conversation=key, message_id=_new_id(), reason=clip(reason, 2048)), 0
+        )
         summary = self._human_summary(conversation, reason)
         marker_id = 0
         if self._github is not None:
@@ -562,6 +613,11 @@ class Antennae:
                 row["history"] = conversation.history
             rows.append(row)
         return rows
+
+
+def _conversation_of(msg: Message) -> str:
+    assert isinstance(msg.data, AntennaeData)
+    return msg.data.conversation
 
 
 def _new_id() -> str:

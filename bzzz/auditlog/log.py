@@ -10,20 +10,18 @@ first. Either way an acknowledged append is on disk; `batch` trades latency for 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import structlog
 
-from bzzz.auditlog.entry import GENESIS, Entry, SignedEntry, Signer, check_size
+from bzzz.auditlog.entry import GENESIS, Entry, SignedEntry, Signer, check_size, fit
 from bzzz.auditlog.segments import ChainStore, ScanResult
 
 log = structlog.get_logger(__name__)
 
 FsyncPolicy = Literal["always", "batch"]
-Listener = Callable[[list[SignedEntry]], None]
 
 
 class AuditLogError(RuntimeError):
@@ -31,16 +29,25 @@ class AuditLogError(RuntimeError):
 
 
 class ChainWriter:
-    def __init__(self, store: ChainStore, fsync: FsyncPolicy = "always", batch_ms: int = 5) -> None:
+    """Appends to one chain. Its disk I/O runs in `executor` (one writer thread of its own by
+    default; replicas share a small pool, since each writer has at most one job at a time)."""
+
+    def __init__(
+        self,
+        store: ChainStore,
+        fsync: FsyncPolicy = "always",
+        batch_ms: int = 5,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.store = store
         self._fsync = fsync
         self._batch_s = batch_ms / 1000
         self._pending: list[tuple[SignedEntry, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._stopping = False
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="auditlog")
+        self._owns_thread = executor is None
+        self._thread = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="auditlog")
         self._task: asyncio.Task[None] | None = None
-        self._listeners: list[Listener] = []
         self.failed: BaseException | None = None
         self.head_seq = 0
         self.head_hash = ""
@@ -70,11 +77,8 @@ class ChainWriter:
             await self._task
             self._task = None
         await asyncio.get_running_loop().run_in_executor(self._thread, self.store.close)
-        self._thread.shutdown(wait=True)
-
-    def add_listener(self, listener: Listener) -> None:
-        """Call `listener` with each group of entries once it is durable."""
-        self._listeners.append(listener)
+        if self._owns_thread:
+            self._thread.shutdown(wait=True)
 
     def advance(self, signed: SignedEntry) -> asyncio.Future[None]:
         """Queue an entry that extends the head; the future resolves once it is durable."""
@@ -107,8 +111,6 @@ class ChainWriter:
             for _, future in batch:
                 if not future.done():
                     future.set_result(None)
-            for listener in self._listeners:
-                listener(entries)
 
     def _fail(self, exc: OSError, batch: list[tuple[SignedEntry, asyncio.Future[None]]]) -> None:
         self.failed = exc
@@ -154,13 +156,14 @@ class AuditLog:
         self, type: str, data: dict[str, Any]
     ) -> tuple[SignedEntry, asyncio.Future[None]]:
         """Chain and queue an entry now, so its place follows the order of events; the future
-        tells when it is on disk."""
+        tells when it is on disk. `data` is cut to fit (see `fit`): appending never fails on
+        what it is given."""
         entry = Entry(
             seq=self.writer.head_seq + 1,
             timestamp=datetime.now(UTC).isoformat(),
             author=self.author,
-            type=type,
-            data=data,
+            type=type[:64],
+            data=fit(data),
             prev=self.writer.head_hash or GENESIS,
         )
         check_size(entry)

@@ -10,7 +10,13 @@ rewrote history (a valid signature over a different entry for a sequence number 
 fork. Both entries are kept as evidence in `forks.jsonl`, the fork is logged as an error and
 shown by `bzzz status` and `bzzz log verify`, and that author is no longer replicated.
 Everything else a peer sends is verified (hash, author's signature, sequence, chain) before it
-is stored; a refusal is counted by reason.
+is stored; a refusal is counted by reason. Lines are bounded (`MAX_LINE`), parsed by typed models
+(JSON depth and numbers bounded), and any failure of one stream ends that stream, counted.
+
+Crowds are bounded: an author is replicated only once it has been a connected peer for a while
+(or is in `allow_peers`), at most `max_replicas` at once (the replica of the author heard from
+least recently is closed to make room; its files stay), and every replica's writes share one
+small pool of threads.
 """
 
 from __future__ import annotations
@@ -18,15 +24,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bzzz.auditlog.entry import GENESIS, EntryError, SignedEntry, Verifier
+from bzzz.auditlog.entry import GENESIS, MAX_ENTRY_BYTES, EntryError, SignedEntry, Verifier
 from bzzz.auditlog.log import AuditLog, ChainWriter
 from bzzz.auditlog.reader import FORKS_FILE
 from bzzz.auditlog.segments import ChainStore
@@ -36,8 +46,32 @@ log = structlog.get_logger(__name__)
 
 PROTOCOL = "/bzzz/log/1.0.0"
 BATCH = 256
-MAX_LINE = 128 * 1024
+# A record is an entry (at most MAX_ENTRY_BYTES) plus its hash and signature.
+MAX_LINE = MAX_ENTRY_BYTES + 1024
 READ_TIMEOUT = 10.0
+WRITER_THREADS = 2
+STATUS_REPLICAS = 64  # replicas listed in `bzzz status` (all are counted)
+
+_Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
+_Author = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[1-9A-HJ-NP-Za-km-z]+$")]
+
+
+class _Ask(BaseModel):
+    """A request line: `{"author", "from", "limit"}`."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    author: _Author
+    start: _Seq = Field(alias="from")
+    limit: Annotated[int, Field(ge=1, le=10**6)] = BATCH
+
+
+class _End(BaseModel):
+    """The last line of an answer: `{"end": true, "head": n}` or `{"error": "..."}`."""
+
+    model_config = ConfigDict(extra="ignore")
+    end: bool = False
+    head: _Seq = 0
+    error: Annotated[str, Field(max_length=1024)] | None = None
 
 
 class Refused(Exception):
@@ -56,24 +90,39 @@ class Fork:
 
 
 class Replicator:
-    def __init__(self, host: Host, own: AuditLog, root: Path, verify: Verifier) -> None:
+    def __init__(
+        self,
+        host: Host,
+        own: AuditLog,
+        root: Path,
+        verify: Verifier,
+        eligible: Callable[[str], bool] = lambda author: True,
+        max_replicas: int = 64,
+    ) -> None:
         self._host = host
         self._own = own
         self._root = root
         self._verify = verify
+        self._eligible = eligible  # may we replicate this author (connected for a while)?
+        self._max = max_replicas
+        self._pool = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="replicas")
         self._replicas: dict[str, ChainWriter] = {}
+        self._heard: dict[str, float] = {}  # author -> when it last announced a head
         self._wanted: dict[str, tuple[str, int]] = {}  # author -> (peer, announced seq)
         self._wake = asyncio.Event()
         self.refused: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()  # pulls and serves that failed, evictions
         self.forks: list[Fork] = []
 
     # ---- life ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open every replica on disk and the fork evidence found so far."""
-        for directory in sorted(p for p in self._root.iterdir() if p.is_dir()):
-            if directory.name != self._own.author:
-                await self._replica(directory.name)
+        """Open the replicas on disk (the most recently written, up to the limit) and the fork
+        evidence found so far."""
+        directories = [p for p in self._root.iterdir() if p.is_dir() and p.name != self._own.author]
+        directories.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        for directory in directories[: self._max]:
+            await self._replica(directory.name)
         forks = self._root / FORKS_FILE
         if forks.exists():
             for line in forks.read_text().splitlines():
@@ -91,14 +140,28 @@ class Replicator:
     async def stop(self) -> None:
         for writer in self._replicas.values():
             await writer.stop()
+        self._pool.shutdown(wait=True)
 
     async def _replica(self, author: str) -> ChainWriter:
         writer = self._replicas.get(author)
         if writer is None:
-            writer = ChainWriter(ChainStore(self._root / author, author), fsync="batch")
+            if len(self._replicas) >= self._max:
+                await self._evict()
+            writer = ChainWriter(
+                ChainStore(self._root / author, author), fsync="batch", executor=self._pool
+            )
             await writer.start()
             self._replicas[author] = writer
         return writer
+
+    async def _evict(self) -> None:
+        """Close the replica of the author heard from least recently (its files stay)."""
+        author = min(self._replicas, key=lambda a: self._heard.get(a, 0.0))
+        writer = self._replicas.pop(author)
+        self._heard.pop(author, None)
+        self.errors["evicted"] += 1
+        log.info("auditlog_replica_closed", author=author, reason="max_replicas")
+        await writer.stop()
 
     def forked(self, author: str) -> bool:
         return any(fork.author == author for fork in self.forks)
@@ -106,32 +169,39 @@ class Replicator:
     # ---- serving ---------------------------------------------------------------------------
 
     async def serve(self, stream: Stream) -> None:
-        """Answer requests on one stream until the asker closes it."""
+        """Answer requests on one stream until the asker closes it (or breaks the protocol)."""
         try:
-            while line := await asyncio.wait_for(stream.readline(MAX_LINE), READ_TIMEOUT):
-                try:
-                    request = json.loads(line)
-                    author, start = str(request["author"]), int(request["from"])
-                    limit = max(1, min(int(request.get("limit", BATCH)), BATCH))
-                except (ValueError, KeyError, TypeError) as exc:
-                    await stream.write(_line({"error": f"bad request: {exc}"}))
+            while True:
+                line = await asyncio.wait_for(stream.readline(MAX_LINE), READ_TIMEOUT)
+                if not line and stream.at_end:
                     return
+                try:
+                    ask = _Ask.model_validate_json(line)
+                except ValidationError as exc:
+                    problem = exc.errors(include_url=False, include_input=False)[0]
+                    await stream.write(_line({"error": f"bad request: {problem['msg']}"}))
+                    return
+                author, limit = ask.author, min(ask.limit, BATCH)
                 chain = (
                     self._own.writer if author == self._own.author else self._replicas.get(author)
                 )
-                entries = await chain.read(start, limit) if chain is not None else []
+                entries = await chain.read(max(ask.start, 1), limit) if chain is not None else []
                 await stream.write(b"".join(e.to_record() + b"\n" for e in entries))
                 head = chain.head_seq if chain is not None else 0
                 await stream.write(_line({"end": True, "head": head}))
-        except (TimeoutError, StreamError) as exc:
+        except (TimeoutError, StreamError, GuestStopped) as exc:
             log.debug("auditlog_serve_ended", peer=stream.peer_id, reason=repr(exc))
+        except Exception:
+            self.errors["serve"] += 1
+            log.exception("auditlog_serve_failed", peer=stream.peer_id)
 
     # ---- pulling ---------------------------------------------------------------------------
 
     def on_head(self, peer: str, seq: int) -> None:
         """A peer announced its own log's head: pull if it is news or needs checking."""
-        if peer == self._own.author or self.forked(peer):
+        if peer == self._own.author or self.forked(peer) or not self._eligible(peer):
             return
+        self._heard[peer] = time.monotonic()
         replica = self._replicas.get(peer)
         if replica is None or seq != replica.head_seq or replica.head_seq == 0:
             self._wanted[peer] = (peer, seq)
@@ -149,6 +219,9 @@ class Replicator:
                     return
                 except (StreamError, TimeoutError) as exc:
                     log.info("auditlog_pull_failed", peer=peer, author=author, error=str(exc))
+                except Exception:  # one pull's bug or a peer's trick must not stop the others
+                    self.errors["pull"] += 1
+                    log.exception("auditlog_pull_crashed", peer=peer, author=author)
 
     async def pull(self, peer: str, author: str) -> int:
         """Fetch `author`'s new entries from `peer`; return how many were stored."""
@@ -200,9 +273,13 @@ class Replicator:
             if not line:
                 raise StreamError("the peer closed the stream mid-answer")
             if line.startswith(b'{"end"') or line.startswith(b'{"error"'):
-                answer = json.loads(line)
-                if "error" in answer:
-                    raise StreamError(f"the peer refused: {answer['error']}")
+                try:
+                    answer = _End.model_validate_json(line)
+                except ValidationError:
+                    self.refused["malformed"] += 1
+                    raise StreamError("malformed end of answer") from None
+                if answer.error is not None:
+                    raise StreamError(f"the peer refused: {answer.error!r}")
                 return entries
             try:
                 entries.append(SignedEntry.from_record(line))
@@ -228,7 +305,9 @@ class Replicator:
     def _refusal(self, signed: SignedEntry, author: str, seq: int, prev: str) -> Refused | None:
         entry = signed.entry
         if entry.author != author:
-            return Refused("wrong_author", f"seq {entry.seq} by {entry.author}")
+            return Refused("wrong_author", f"seq {entry.seq} by {entry.author[:128]!r}")
+        if len(entry.canonical) > MAX_ENTRY_BYTES:
+            return Refused("too_large", f"seq {entry.seq}: {len(entry.canonical)} bytes")
         if not signed.signed_by_author(self._verify):
             return Refused("bad_signature", f"seq {entry.seq}")
         if entry.seq != seq + 1:
@@ -240,7 +319,11 @@ class Replicator:
     async def _same_as_ours(self, replica: ChainWriter, theirs: SignedEntry, peer: str) -> bool:
         """Compare the peer's version of our newest entry with ours; record a fork if the
         author signed both."""
-        (ours,) = await replica.read(replica.head_seq, 1)
+        held = await replica.read(replica.head_seq, 1)
+        if not held:
+            self.refused["unreadable_replica"] += 1
+            return False  # our copy cannot be read back: nothing to compare against
+        ours = held[0]
         if theirs.entry.seq != ours.entry.seq:
             return False  # not what we asked for: try again another time
         if theirs.hash == ours.hash:
@@ -282,13 +365,18 @@ class Replicator:
     # ---- what the node tells ---------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """Bounded, whatever the crowd: the first `STATUS_REPLICAS` replicas, every count."""
+        shown = sorted(self._replicas.items())[:STATUS_REPLICAS]
         return {
             "replicas": {
                 author: {"seq": w.head_seq, "hash": w.head_hash, "forked": self.forked(author)}
-                for author, w in sorted(self._replicas.items())
+                for author, w in shown
             },
+            "replicas_total": len(self._replicas),
             "refused": dict(self.refused),
-            "forks": [fork.__dict__ for fork in self.forks],
+            "errors": dict(self.errors),
+            "forks": [fork.__dict__ for fork in self.forks[:STATUS_REPLICAS]],
+            "forks_total": len(self.forks),
         }
 
 

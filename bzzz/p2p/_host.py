@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import math
 import os
 import socket
@@ -123,13 +124,27 @@ class _Pubsub(Pubsub):
         self.counter = time.time_ns()
 
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
-        # py-libp2p drops bad signatures silently; check first so they are counted. Seen
-        # messages are skipped before any crypto, as in the parent.
-        if (
-            msg_forwarder != self.my_id
-            and not self._is_msg_seen(msg)
-            and not signature_validator(msg)
-        ):
+        # Runs as a task of pubsub's service: an exception here would stop pubsub, and with it
+        # the host. Whatever a peer sent, it ends here, counted.
+        try:
+            await self._push_msg(msg_forwarder, msg)
+        except Exception as exc:
+            self._owner.count("handler_errors")
+            log.debug("pubsub_push_failed", peer=str(msg_forwarder), error=repr(exc)[:200])
+
+    async def _push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        if msg_forwarder == self.my_id:
+            await super().push_msg(msg_forwarder, msg)
+            return
+        if self._is_msg_seen(msg):
+            return  # a duplicate: before any crypto, as in the parent
+        # Honest nodes name one topic per message (js-libp2p's gossipsub cannot name more);
+        # a frame listing its topic 1,000 times would be validated and delivered 1,000 times.
+        if len(msg.topicIDs) != 1:
+            self._owner.count("bad_frame")
+            return
+        # py-libp2p drops bad signatures silently; check first so they are counted.
+        if not signature_validator(msg):
             self._owner.count("bad_signature")
             return
         await super().push_msg(msg_forwarder, msg)
@@ -139,6 +154,16 @@ class _Pubsub(Pubsub):
 
     async def handle_sending_messages(self, peer_id: ID, stream: INetStream, queue: Any) -> None:
         queue._queue.max_size = self._owner.settings.outbound_queue
+        push = queue.push
+
+        def counted_push(rpc: rpc_pb2.RPC, priority: bool = False) -> bool:
+            # py-libp2p drops what does not fit and logs it at debug; count it.
+            if push(rpc, priority):
+                return True
+            self._owner.count("outbound_dropped")
+            return False
+
+        queue.push = counted_push
         await super().handle_sending_messages(peer_id, stream, queue)
 
 
@@ -218,7 +243,17 @@ class Host:
         self._admitted: OrderedDict[bytes, object] = OrderedDict()
         self._listeners: list[PeerListener] = []
         self._stream_handlers: dict[str, StreamHandler] = {}
-        self._counters: dict[str, int] = {"bad_signature": 0, "inbound_overflow": 0}
+        self._counters: dict[str, int] = dict.fromkeys(
+            (
+                "bad_signature",  # forged: py-libp2p alone drops them without a trace
+                "bad_frame",  # a frame no honest node sends
+                "inbound_overflow",  # admitted, but our inbound queue was full
+                "outbound_dropped",  # py-libp2p's per-peer send queue was full
+                "stream_errors",  # a peer's stream broke a protocol handler: stream reset
+                "handler_errors",  # a message broke pubsub's handling: dropped
+            ),
+            0,
+        )
         self._guest = TrioGuest()
         self._host: Any = None
         self._pubsub: _Pubsub | None = None
@@ -275,6 +310,7 @@ class Host:
             max_inbound_rpc_size=s.max_rpc_bytes,
         )
         host.get_network().register_notifee(_Notifee(self))
+        self._contain_stream_handlers(host.get_network())
         try:
             async with host.run(self._listen):
                 self._check_listening(host)
@@ -305,6 +341,28 @@ class Host:
                 raise
             # Leaving anyway; py-libp2p's teardown races are no reason to fail the stop.
             log.debug("p2p_shutdown_error", error=repr(exc))
+
+    def _contain_stream_handlers(self, network: Any) -> None:
+        """Every stream a peer opens (gossipsub, identify, the log protocol) runs under this
+        wrapper: an exception in its handler resets that stream and is counted. Unwrapped, a
+        5-byte invalid protobuf on /meshsub escapes into the swarm and stops the host."""
+        handler = network.common_stream_handler
+
+        async def contained(stream: INetStream) -> None:
+            try:
+                await handler(stream)
+            except Exception as exc:
+                self.count("stream_errors")
+                log.debug(
+                    "stream_failed",
+                    peer=stream.muxed_conn.peer_id.to_base58(),
+                    protocol=str(stream.get_protocol()),
+                    error=repr(exc)[:200],
+                )
+                with contextlib.suppress(Exception):
+                    await stream.reset()
+
+        network.set_stream_handler(contained)
 
     def _check_listening(self, host: Any) -> None:
         network = host.get_network()
@@ -344,14 +402,13 @@ class Host:
         admitted = self._admitted.pop(msg.from_id + msg.seqno, None)
         if admitted is None:
             return  # our own publish, or a topic we do not serve
-        for topic in msg.topicIDs:
-            queue = self._queues.get(topic)
-            if queue is None:
-                continue
-            try:
-                queue.put_nowait(admitted)
-            except asyncio.QueueFull:
-                self.count("inbound_overflow")
+        queue = self._queues.get(msg.topicIDs[0])  # one topic: push_msg refuses others
+        if queue is None:
+            return
+        try:
+            queue.put_nowait(admitted)
+        except asyncio.QueueFull:
+            self.count("inbound_overflow")
 
     async def messages(self, topic: str) -> AsyncIterator[object]:
         """Admitted messages of `topic`, in arrival order."""
@@ -363,7 +420,7 @@ class Host:
         self._counters[what] += 1
 
     def counters(self) -> dict[str, int]:
-        """Drops the host made before any validator ran (forged signatures, full queues)."""
+        """What the host refused, dropped or contained on its own (see `_counters`)."""
         return dict(self._counters)
 
     # ---- peers -----------------------------------------------------------------------------

@@ -56,8 +56,14 @@ class Stream:
             raise StreamEOF()
         return bytes(data)
 
+    @property
+    def at_end(self) -> bool:
+        """The other side closed its end and every byte has been read."""
+        return self._eof and not self._buffer
+
     async def readline(self, limit: int) -> bytes:
-        """One line without its newline; b"" at the end. A line over `limit` is an error."""
+        """One line without its newline; b"" at the end (or for an empty line: see `at_end`).
+        A line over `limit` is an error."""
         while b"\n" not in self._buffer:
             if len(self._buffer) > limit:
                 raise StreamError(f"line from {self.peer_id} over {limit} bytes")

@@ -43,7 +43,6 @@ class Claim:
     peer: str
     nonce: str
     comment_id: int
-    created_at: datetime
     renewed_at: datetime
 
 
@@ -67,7 +66,7 @@ def read_claims(comments: list[Comment], now: datetime, lease: timedelta) -> Cla
             continue
         kind, peer, nonce, outcome = match.groups()
         if kind == "bzzz-claim":
-            claims.append(Claim(peer, nonce, comment.id, comment.created_at, comment.updated_at))
+            claims.append(Claim(peer, nonce, comment.id, comment.updated_at))
         else:
             ended.add(nonce)
             if kind == "bzzz-done" and outcome == "failure":

@@ -52,8 +52,10 @@ log = structlog.get_logger(__name__)
 Record = Callable[[str, dict[str, Any]], None]
 RESULT_TAIL = 3000  # characters of output quoted in a result comment
 RELEASE_TIMEOUT = 3.0
-# Tasks remembered from GitHub and the mesh (any peer can name any task).
-MAX_KNOWN = 2000
+# Tasks remembered from GitHub and the mesh (any peer can name any task), and intents kept per
+# task (any peer can send one under many identities).
+MAX_KNOWN = 1000
+MAX_INTENTS = 64
 
 
 @dataclass
@@ -123,6 +125,8 @@ class TaskCoordinator:
         self._login = ""
         self._group: asyncio.TaskGroup | None = None
         self._to_release: list[Holding] = []
+        bus.guard(MessageType.TASK_PROGRESS, self._may_report)
+        bus.guard(MessageType.TASK_COMPLETE, self._may_report)
         bus.on(MessageType.TASK_ANNOUNCEMENT, self._on_announcement)
         bus.on(MessageType.TASK_CLAIM, self._on_intent)
         bus.on(MessageType.TASK_PROGRESS, self._on_progress)
@@ -553,15 +557,43 @@ class TaskCoordinator:
 
     # ---- what the mesh says ----------------------------------------------------------------
 
-    def _known(self, repository: str, number: int, title: str = "") -> Known:
+    def _known(self, repository: str, number: int, title: str = "") -> Known | None:
+        """The entry for a task the mesh talks about; None for repositories we do not serve
+        (a node without repositories follows every task, within MAX_KNOWN)."""
+        if self._cfg.repositories and repository not in self._cfg.repositories:
+            return None
         empty = Task(repository, number, title, "", (), "open", (), "", "")
         return self.known.touch(f"{repository}#{number}", lambda: Known(empty))
+
+    def holder_of(self, key: str) -> str:
+        """The agent holding `key` as far as this node knows (us, or one heard within the
+        lease), or ""."""
+        if key in self._held:
+            return self._own
+        known = self.known.get(key)
+        if known is None or known.phase != "held" or not known.holder:
+            return ""
+        alive = time.monotonic() - known.heard < self._cfg.lease_timeout
+        return known.holder if alive else ""
+
+    def _may_report(self, msg: Message) -> str | None:
+        """Authority: only a task's holder sends its progress and its completion. A peer whose
+        holder went silent for a whole lease may report (a takeover)."""
+        data = msg.data
+        assert isinstance(data, TaskProgress | TaskComplete)
+        key = f"{data.repository}#{data.task_id}"
+        holder = self.holder_of(key)
+        if holder and holder != msg.sender:
+            return f"{key} is held by {holder}"
+        return None
 
     def _on_announcement(self, msg: Message) -> None:
         data = msg.data
         assert isinstance(data, TaskAnnouncement)
-        self._poller_heard = time.monotonic()
         known = self._known(data.repository, data.task_id, data.title)
+        if known is None:
+            return
+        self._poller_heard = time.monotonic()
         task = Task(
             data.repository,
             data.task_id,
@@ -574,26 +606,30 @@ class TaskCoordinator:
             "",
         )
         known.task = task
-        if not self._cfg.repositories or data.repository in self._cfg.repositories:
-            self._start_round(task, data.takeover)
+        self._start_round(task, data.takeover)
 
     def _on_intent(self, msg: Message) -> None:
         data = msg.data
         assert isinstance(data, TaskClaim)
+        if self._known(data.repository, data.task_id) is None:
+            return
         intents = self._intents.touch(f"{data.repository}#{data.task_id}", dict)
-        intents[msg.sender] = time.monotonic()
+        if len(intents) < MAX_INTENTS or msg.sender in intents:
+            intents[msg.sender] = time.monotonic()
 
     def _on_progress(self, msg: Message) -> None:
         data = msg.data
         assert isinstance(data, TaskProgress)
         known = self._known(data.repository, data.task_id)
-        known.holder, known.phase, known.heard = msg.sender, "held", time.monotonic()
+        if known is not None:
+            known.holder, known.phase, known.heard = msg.sender, "held", time.monotonic()
 
     def _on_complete(self, msg: Message) -> None:
         data = msg.data
         assert isinstance(data, TaskComplete)
         known = self._known(data.repository, data.task_id)
-        known.holder, known.phase = msg.sender, "completed" if data.success else "failed"
+        if known is not None:
+            known.holder, known.phase = msg.sender, "completed" if data.success else "failed"
 
     def _on_availability(self, msg: Message) -> None:
         data = msg.data

@@ -6,14 +6,17 @@ wait for the event rather than for time. Whatever is started is stopped at teard
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -211,6 +214,19 @@ metrics_listen = "{s["metrics"]}"
 
 class Cluster:
     """Daemons created by one test; `close` stops every one of them."""
+
+    @classmethod
+    @contextlib.contextmanager
+    def in_temporary_directory(cls) -> Iterator[Cluster]:
+        """A cluster in a fresh short directory (unix socket paths must stay under 108
+        bytes), stopped and removed on the way out, also on failure."""
+        root = Path(tempfile.mkdtemp(prefix="bzzz-"))
+        cluster = cls(root)
+        try:
+            yield cluster
+        finally:
+            cluster.close()
+            shutil.rmtree(root, ignore_errors=True)
 
     def __init__(self, root: Path) -> None:
         self.root = root

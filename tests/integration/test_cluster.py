@@ -13,6 +13,8 @@ def sees_peers(daemon, others) -> bool:
         other.peer_id in rows
         and rows[other.peer_id]["connected"]
         and rows[other.peer_id]["agent_id"] == f"agent-{other.name}"
+        # The availability broadcast follows the capability broadcast: wait for both.
+        and rows[other.peer_id]["status"] != "unknown"
         for other in others
     )
 

@@ -4,13 +4,10 @@ import json
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime
 
-from bzzz.auditlog.entry import GENESIS, Entry, SignedEntry
-from bzzz.messages import COORDINATION_TOPIC
-from bzzz.p2p import Stream
-from tests.integration.harness import Cluster, Daemon, await_until, wait_until
-from tests.integration.testpeer import TestPeer
+from bzzz.auditlog.entry import Entry, SignedEntry
+from tests.integration.harness import Cluster, Daemon, wait_until
+from tests.integration.testpeer import LogAuthor
 
 
 def replicas_complete(daemons: list[Daemon]) -> bool:
@@ -88,53 +85,9 @@ def test_three_daemons_hold_verified_replicas_and_a_returning_one_catches_up(clu
     assert log_verify(c).returncode == 0
 
 
-class ForgingAuthor:
-    """A peer whose log the test controls: it can serve altered entries and rewrite history."""
-
-    def __init__(self) -> None:
-        self.peer = TestPeer(streams={"/bzzz/log/1.0.0": self.serve})
-        self.entries: list[SignedEntry] = []
-        self.served: list[SignedEntry] = []  # what goes on the wire (possibly altered)
-
-    def append(self, type_: str, data: dict) -> None:
-        prev = self.entries[-1].hash if self.entries else GENESIS
-        entry = Entry(
-            len(self.entries) + 1,
-            datetime.now(UTC).isoformat(),
-            self.peer.peer_id,
-            type_,
-            data,
-            prev,
-        )
-        self.entries.append(SignedEntry.create(entry, self.peer.identity.sign))
-        self.served = list(self.entries)
-
-    async def serve(self, stream: Stream) -> None:
-        while line := await stream.readline(65536):
-            request = json.loads(line)
-            chosen = [s for s in self.served if s.entry.seq >= request["from"]][: request["limit"]]
-            for signed in chosen:
-                await stream.write(signed.to_record() + b"\n")
-            await stream.write(json.dumps({"end": True, "head": len(self.served)}).encode() + b"\n")
-
-    async def announce(self) -> None:
-        head = self.entries[-1]
-        body = {
-            "type": "capability_broadcast",
-            "from": self.peer.peer_id,
-            "timestamp": datetime.now(UTC).isoformat(),
-            "data": {
-                "node_id": self.peer.peer_id,
-                "agent_id": "forger",
-                "log_head": {"seq": head.entry.seq, "hash": head.hash, "sig": ""},
-            },
-        }
-        await self.peer.publish(COORDINATION_TOPIC, json.dumps(body).encode())
-
-
 async def test_entries_altered_in_transit_are_refused_and_counted(cluster: Cluster):
     (daemon,) = cluster.full_mesh(["a"])
-    author = ForgingAuthor()
+    author = LogAuthor()
     async with author.peer:
         await author.peer.join(daemon.address)
         for n in range(3):
@@ -143,12 +96,13 @@ async def test_entries_altered_in_transit_are_refused_and_counted(cluster: Clust
         original = author.served[1]
         altered = Entry(**{**original.entry.fields(), "data": {"n": 999}})
         author.served[1] = SignedEntry(altered, altered.digest(), original.signature)
-        await author.announce()
 
         def refused() -> dict:
             return daemon.status()["auditlog"]["refused"]
 
-        await await_until(lambda: refused().get("bad_signature"), 10, "the altered entry refused")
+        await author.announce_until(
+            lambda: refused().get("bad_signature"), 10, "the altered entry refused"
+        )
         replica = daemon.status()["auditlog"]["replicas"][author.peer.peer_id]
         assert replica["seq"] == 1, "only the entry before the altered one is kept"
 
@@ -156,13 +110,13 @@ async def test_entries_altered_in_transit_are_refused_and_counted(cluster: Clust
         author.served = list(author.entries)
         raw = author.served[1].to_record().replace(b'"n":1', b'"n":7')
         author.served[1] = _Raw(raw)  # type: ignore[assignment]
-        await author.announce()
-        await await_until(lambda: refused().get("malformed"), 10, "the corrupted entry refused")
+        await author.announce_until(
+            lambda: refused().get("malformed"), 10, "the corrupted entry refused"
+        )
 
         # The honest history is accepted afterwards.
         author.served = list(author.entries)
-        await author.announce()
-        await await_until(
+        await author.announce_until(
             lambda: daemon.status()["auditlog"]["replicas"][author.peer.peer_id]["seq"] == 3,
             10,
             "the honest entries",
@@ -182,13 +136,12 @@ class _Raw:
 
 async def test_a_rewritten_history_signed_by_its_author_is_a_fork(cluster: Cluster):
     (daemon,) = cluster.full_mesh(["a"])
-    author = ForgingAuthor()
+    author = LogAuthor()
     async with author.peer:
         await author.peer.join(daemon.address)
         for n in range(3):
             author.append("tick", {"n": n})
-        await author.announce()
-        await await_until(
+        await author.announce_until(
             lambda: (
                 (r := daemon.status()["auditlog"]["replicas"].get(author.peer.peer_id))
                 and r["seq"] == 3
@@ -200,8 +153,9 @@ async def test_a_rewritten_history_signed_by_its_author_is_a_fork(cluster: Clust
         author.entries = author.entries[:2]
         author.append("tick", {"n": "rewritten"})
         author.append("tick", {"n": 4})
-        await author.announce()
-        forks = await await_until(lambda: daemon.status()["auditlog"]["forks"], 10, "the fork")
+        forks = await author.announce_until(
+            lambda: daemon.status()["auditlog"]["forks"], 10, "the fork"
+        )
         assert forks[0]["author"] == author.peer.peer_id and forks[0]["seq"] == 3
         assert forks[0]["ours"] != forks[0]["theirs"]
         assert "auditlog_fork" in daemon.log() and "<3>" in daemon.log()

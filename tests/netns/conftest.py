@@ -1,7 +1,4 @@
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -28,10 +25,5 @@ def lab() -> Iterator[Lab]:
 @pytest.fixture
 def cluster(lab: Lab) -> Iterator[Cluster]:
     # Depends on `lab`, so daemons are stopped before their namespaces are removed.
-    root = Path(tempfile.mkdtemp(prefix="bzzz-ns-"))
-    group = Cluster(root)
-    try:
+    with Cluster.in_temporary_directory() as group:
         yield group
-    finally:
-        group.close()
-        shutil.rmtree(root, ignore_errors=True)
