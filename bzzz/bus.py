@@ -18,7 +18,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -28,8 +28,9 @@ from bzzz.p2p import Host, Incoming
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[Message], None]
-Rule = Callable[[Message], str | None]
+D = TypeVar("D", bound=Data)
+Handler = Callable[[Message[Any]], None]
+Rule = Callable[[Message[Any]], str | None]
 """An authority rule: why the sender may not say this, or None."""
 
 # Delivery delays (receive time minus the sender's timestamp) of the latest admitted messages.
@@ -49,7 +50,7 @@ class MessageBus:
         self._allow = frozenset(allow_peers)
         self._clock = clock
         self._host: Host | None = None
-        self._handlers: dict[MessageType | None, list[Handler]] = defaultdict(list)
+        self._handlers: dict[MessageType | None, list[Handler]] = defaultdict(list)  # None: all
         self._rules: dict[MessageType, list[Rule]] = defaultdict(list)
         self._topic_counts: dict[str, Counter[str]] = {t: Counter() for t in messages.TOPICS}
         self._reasons: Counter[str] = Counter()
@@ -100,13 +101,17 @@ class MessageBus:
         self._delays.append((now - verdict.timestamp).total_seconds())
         return replace(verdict, seqno=incoming.seqno)
 
-    def on(self, msg_type: MessageType | None, handler: Handler) -> None:
-        """Call `handler` for each admitted message of `msg_type` (None: every message)."""
-        self._handlers[msg_type].append(handler)
+    def on(self, kind: type[D], handler: Callable[[Message[D]], None]) -> None:
+        """Call `handler` with each admitted message whose data is a `kind` (e.g. TaskClaim)."""
+        self._handlers[messages.type_for(kind)].append(handler)
 
-    def guard(self, msg_type: MessageType, rule: Rule) -> None:
-        """Check `rule` for each message of `msg_type` before any handler sees it."""
-        self._rules[msg_type].append(rule)
+    def on_every(self, handler: Callable[[Message], None]) -> None:
+        """Call `handler` with every admitted message, before the handlers of its kind."""
+        self._handlers[None].append(handler)
+
+    def guard(self, kind: type[D], rule: Callable[[Message[D]], str | None]) -> None:
+        """Check `rule` for each message of `kind` before any handler sees it."""
+        self._rules[messages.type_for(kind)].append(rule)
 
     def _refusal(self, msg: Message) -> str | None:
         for rule in self._rules.get(msg.type, ()):

@@ -57,6 +57,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     import structlog
 
     log = structlog.get_logger("bzzz")
+    from bzzz import statelock
+
+    try:
+        statelock.hold(loaded.paths.state_dir)  # held until the process ends
+    except (statelock.StateDirInUse, OSError) as exc:
+        log.error("state_dir_unavailable", error=str(exc))
+        return EXIT_FAILURE
     try:
         identity, created = load_or_create(loaded.paths.state_dir)
     except (IdentityError, OSError) as exc:

@@ -122,6 +122,9 @@ class GithubConfig(_Section):
     # clear of its secondary rate limits); PyGithub's defaults.
     request_interval: float = Field(default=0.25, ge=0)
     write_interval: float = Field(default=1.0, ge=0)
+    # Added: the account the token acts as, for tokens that may not read GET /user (GitHub App
+    # installation tokens); empty: asked from GET /user.
+    login: str = ""
 
 
 class ExecutorConfig(_Section):

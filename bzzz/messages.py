@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -29,6 +29,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from typing_extensions import TypeVar
 
 COORDINATION_TOPIC = "bzzz/coordination/v1"
 ANTENNAE_TOPIC = "antennae/meta-discussion/v1"
@@ -84,6 +85,11 @@ def clip(text: str, limit: int) -> str:
         return clean
     mark = " […]"
     return clean[: max(0, limit - len(mark))] + mark
+
+
+def line(text: str, limit: int) -> str:
+    """`text` as a one-line field takes it: tabs and newlines become spaces, then `clip`."""
+    return clip(text.replace("\t", " ").replace("\n", " ").replace("\r", " "), limit)
 
 
 def token(text: str, limit: int = 64) -> str:
@@ -318,6 +324,11 @@ def type_of(data: Data) -> MessageType:
     return _TYPE_OF_MODEL[type(data)]
 
 
+def type_for(kind: type[Data]) -> MessageType:
+    """The message type whose data is `kind` (TaskClaim -> task_claim)."""
+    return _TYPE_OF_MODEL[kind]
+
+
 class _Envelope(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -328,14 +339,18 @@ class _Envelope(BaseModel):
     hop_count: int = Field(default=0, ge=0)
 
 
+D = TypeVar("D", bound=Data, default=Data, covariant=True)
+
+
 @dataclass(frozen=True)
-class Message:
-    """A message that passed the door: its type, sender (= its signer) and typed data."""
+class Message(Generic[D]):
+    """A message that passed the door: its type, sender (= its signer) and typed data
+    (`Message[TaskClaim]` carries a `TaskClaim`)."""
 
     type: MessageType
     sender: str
     timestamp: datetime
-    data: Data
+    data: D
     topic: str
     hop_count: int = 0
     seqno: int = 0  # the gossipsub sequence number (per sender), set by the bus

@@ -31,7 +31,7 @@ from bzzz.bus import MessageBus
 from bzzz.config import LoadedConfig
 from bzzz.control import ControlServer
 from bzzz.discovery import Dialer, MdnsDiscovery, want_bootstrap_peers
-from bzzz.messages import CapabilityBroadcast, LogHead, Message, MessageType
+from bzzz.messages import CapabilityBroadcast, LogHead, Message
 from bzzz.metrics import MetricsServer
 from bzzz.p2p import GuestStopped, Host, Identity, verify
 from bzzz.peers import PeerRecord, PeerTable
@@ -42,8 +42,10 @@ from bzzz.tasks.github import GitHub, load_token
 
 log = structlog.get_logger(__name__)
 
-# The whole orderly stop must fit in this; then the process exits regardless.
-STOP_DEADLINE = 5.0
+# The whole orderly stop must fit in this (the unit's TimeoutStopSec is 30 s); then the process
+# exits regardless. Giving held tasks back to GitHub may take most of it.
+STOP_DEADLINE = 25.0
+RELEASE_DEADLINE = 15.0
 STALE_AFTER_BEATS = 3
 DISCONNECT_TIMEOUT = 5.0
 FORGET_AFTER_BEATS = 20
@@ -118,7 +120,7 @@ class Node:
             own_id=identity.peer_id,
             agent_id=self.agent_id,
             capabilities=list(config.node.capabilities),
-            workdir=loaded.paths.state_dir / "work",
+            state_dir=loaded.paths.state_dir,
             env=env,
             heartbeat=lambda: self.presence.poller_heartbeat(),
             deliberate=self.antennae.deliberate if config.antennae.require_consensus else None,
@@ -154,8 +156,8 @@ class Node:
         self.metrics = MetricsServer(config.control.metrics_listen, self._snapshot)
         self.systemd = Notifier(env)
 
-        self.bus.on(None, self.peers.on_message)
-        self.bus.on(MessageType.CAPABILITY_BROADCAST, self._on_capabilities)
+        self.bus.on_every(self.peers.on_message)
+        self.bus.on(CapabilityBroadcast, self._on_capabilities)
         self.peers.add_listener(self._audit_peer)
         for listener in (
             self.peers.on_peer_event,
@@ -191,10 +193,13 @@ class Node:
             stack.push_async_callback(self.control.stop)
             self.metrics.start()
             stack.callback(self.metrics.stop)
-            await self._serve()
-            await self.tasks.release_all()
-            # Written before the log closes (the stack unwinds after this).
-            self._record("node_stopped", {"uptime_s": round(self.uptime(), 1)})
+            try:
+                await self._serve()
+            finally:
+                # On every way out, a clean stop or a failure: what we hold goes back.
+                await self.tasks.release_all(within=RELEASE_DEADLINE)
+                # Written before the log closes (the stack unwinds after this).
+                self._record("node_stopped", {"uptime_s": round(self.uptime(), 1)})
         log.info("node_stopped", uptime_s=round(self.uptime(), 1))
 
     async def _serve(self) -> None:
@@ -322,7 +327,13 @@ class Node:
             log.info("github_idle", reason="no repositories configured")
         else:
             log.info("github_token", source=found[1], base_url=config.base_url)
-        return GitHub(config.base_url, found[0], config.request_interval, config.write_interval)
+        return GitHub(
+            config.base_url,
+            found[0],
+            config.request_interval,
+            config.write_interval,
+            login=config.login,
+        )
 
     # ---- the audit trail -------------------------------------------------------------------
 
@@ -364,8 +375,7 @@ class Node:
             seq=head.entry.seq, hash=head.hash, sig=base64.b64encode(head.signature).decode()
         )
 
-    def _on_capabilities(self, msg: Message) -> None:
-        assert isinstance(msg.data, CapabilityBroadcast)
+    def _on_capabilities(self, msg: Message[CapabilityBroadcast]) -> None:
         if msg.data.log_head is not None:
             self.replicator.on_head(msg.sender, msg.data.log_head.seq)
 
@@ -405,7 +415,7 @@ class Node:
                 "held": self.tasks.load()[0],
                 "max": self.tasks.load()[1],
                 "poller": self.tasks.polls_github and self.tasks.is_poller(),
-                "github": self.github.budget() if self.github is not None else None,
+                "github": self.tasks.github_status(),
             },
             "config": str(self.loaded.source or ""),
             "state_dir": str(self.loaded.paths.state_dir),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import pathlib
 import socket
@@ -169,7 +171,7 @@ def test_issue_fields_and_edits_round_trip(
     assert snap["body"] == "Do it now"
     assert snap["labels"] == ["bzzz-task", "bzzz-claimed"]
     assert snap["assignees"] == ["bzzz-bot"]
-    assert issue.updated_at > issue.created_at  # PyGithub updated the object from the response
+    assert issue.updated_at >= issue.created_at  # PyGithub updated the object from the response
 
     issue.edit(state="closed", state_reason="completed")
     snap = fake.issue(REPO, number)
@@ -263,7 +265,8 @@ def test_comments_round_trip_and_ordering(
     assert [c["id"] for c in snap] == [first.id, human, last.id]
     assert first.id < human < last.id
     created = [c["created_at"] for c in snap]
-    assert created == sorted(created) and len(set(created)) == 3  # strictly increasing
+    # One-second stamps, as GitHub's: in order, but three comments in one second tie.
+    assert created == sorted(created)
     assert [c["user"] for c in snap] == ["bzzz-bot", "someone", "bzzz-bot"]
 
     listed = list(repo.get_issue(number).get_comments())
@@ -276,6 +279,7 @@ def test_comments_round_trip_and_ordering(
     assert fresh.comments == 3
     assert fresh.updated_at == listed[-1].created_at  # a new comment bumps the issue
 
+    fake.clock_offset = 2.0  # GitHub's clock moved on
     first.edit("claimed by bzzz-bot (edited)")
     assert first.updated_at > first.created_at
     edited = fake.comments(REPO, number)[0]
@@ -316,7 +320,7 @@ def test_concurrent_clients_get_unique_increasing_ids(fake: FakeGitHub) -> None:
     ids = [c["id"] for c in snap]
     assert ids == sorted(set(ids))
     created = [c["created_at"] for c in snap]
-    assert created == sorted(set(created))
+    assert created == sorted(created)  # ties allowed: ids, not stamps, order comments
     assert fake.issue(REPO, number)["comments"] == 40
     with client(fake) as api:
         listed = api.get_repo(REPO).get_issue(number).get_comments()  # two pages of 30
@@ -347,6 +351,7 @@ def test_pagination_over_120_issues(
     urgent = repo.get_issues(labels=["bzzz-task", "urgent"])
     assert [i.number for i in urgent] == [n for n in range(120, 0, -1) if n % 7 == 0]
 
+    fake.clock_offset = 2.0  # a later second: the edit's stamp is the newest
     fake.update_issue(REPO, 5, state="closed")
     assert 5 not in {i.number for i in repo.get_issues(state="open")}
     assert [i.number for i in repo.get_issues(state="closed")] == [5]
@@ -642,3 +647,135 @@ def test_stop_closes_connections_and_threads(tmp_path: pathlib.Path) -> None:
     idle.close()
     leftover = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
     assert leftover == []
+
+
+# ------------------------------------------------------------ as strict as GitHub: faults, clock
+
+
+def test_a_lost_answer_leaves_the_write_standing(
+    fake: FakeGitHub, repo: github.Repository.Repository
+) -> None:
+    number = fake.create_issue(REPO, "Task")
+    issue = repo.get_issue(number)
+    fake.lose_answers(1, method="POST", path=r"/comments$")
+    with pytest.raises(GithubException) as exc:
+        issue.create_comment("written, answer lost")
+    assert exc.value.status == 502
+    assert [c["body"] for c in fake.comments(REPO, number)] == ["written, answer lost"]
+    # Only that method and path: a GET meanwhile is untouched, and the rule is used up.
+    fake.lose_answers(1, method="PATCH", status=None)
+    assert repo.get_issue(number).title == "Task"
+    with pytest.raises(Exception) as dropped:  # the connection closes without an answer
+        issue.edit(title="Renamed")
+    assert not isinstance(dropped.value, GithubException)
+    assert fake.issue(REPO, number)["title"] == "Renamed"
+    assert [r["status"] for r in fake.requests[-2:]] == [200, None]
+
+
+def test_secondary_limits_come_as_429_or_a_bare_403(
+    fake: FakeGitHub, repo: github.Repository.Repository
+) -> None:
+    number = fake.create_issue(REPO, "Task")
+    fake.secondary_limit_next(1, retry_after=None, status=429)
+    fake.secondary_limit_next(1, retry_after=None, status=403)
+    for status in (429, 403):
+        with pytest.raises(GithubException) as exc:
+            repo.get_issue(number)
+        assert exc.value.status == status
+        assert "retry-after" not in exc.value.headers
+        assert exc.value.data["message"].startswith("You have exceeded a secondary rate limit")
+
+
+def test_dates_come_from_githubs_clock_with_one_second_ties(
+    fake: FakeGitHub, gh: Github, repo: github.Repository.Repository
+) -> None:
+    fake.clock_offset = -3600.0  # GitHub an hour behind this machine
+    number = fake.create_issue(REPO, "Task")
+    status, headers, _ = gh.requester.requestJson("GET", f"{ISSUES}/{number}")
+    assert status == 200
+    told = parsedate_to_datetime(headers["date"]).timestamp()
+    assert abs(told - (time.time() - 3600)) < 2
+    issue = repo.get_issue(number)
+    assert abs(issue.created_at.timestamp() - (time.time() - 3600)) < 2
+    a, b = issue.create_comment("one"), issue.create_comment("two")
+    assert a.id < b.id and b.created_at - a.created_at < datetime.timedelta(seconds=2)
+
+
+def test_enterprise_server_without_rate_limiting(
+    fake: FakeGitHub, gh: Github, repo: github.Repository.Repository
+) -> None:
+    fake.ghes = True
+    status, headers, _ = gh.requester.requestJson("GET", f"/repos/{REPO}")
+    assert status == 200 and not any(h.startswith("x-ratelimit") for h in headers)
+    status, _, _ = gh.requester.requestJson("GET", "/rate_limit")
+    assert status == 404
+
+
+def test_transferred_deleted_and_locked_issues(
+    fake: FakeGitHub, gh: Github, repo: github.Repository.Repository
+) -> None:
+    fake.create_repo("acme/elsewhere")
+    fake.create_issue("acme/elsewhere", "Someone else's issue")
+    moved = fake.create_issue(REPO, "Moving")
+    fake.add_comment(REPO, moved, "a comment travels along")
+    new_number = fake.transfer_issue(REPO, moved, "acme/elsewhere")
+    status, _, _ = gh.requester.requestJson("GET", f"{ISSUES}/{moved}")
+    assert status == 200  # PyGithub followed the 301 ...
+    assert fake.requests[-2]["status"] == 301
+    followed = repo.get_issue(moved)  # ... to the issue in its new home, with its new number
+    assert followed.number == new_number == 2
+    assert followed.url.endswith(f"/repos/acme/elsewhere/issues/{new_number}")
+    assert [c["body"] for c in fake.comments("acme/elsewhere", new_number)] == [
+        "a comment travels along"
+    ]
+
+    gone = fake.create_issue(REPO, "Deleted")
+    fake.delete_issue(REPO, gone)
+    with pytest.raises(GithubException) as exc:
+        repo.get_issue(gone)
+    assert exc.value.status == 410
+
+    locked = fake.create_issue(REPO, "Heated")
+    fake.lock_issue(REPO, locked)
+    assert repo.get_issue(locked).locked is True
+    fake.set_permission(REPO, "bzzz-bot", "triage")
+    with pytest.raises(GithubException) as exc:
+        repo.get_issue(locked).create_comment("may I?")
+    assert exc.value.status == 403
+    fake.set_permission(REPO, "bzzz-bot", "write")
+    repo.get_issue(locked).create_comment("with write access, yes")
+
+
+def test_roles_decide_who_may_create_labels_and_how_authors_are_associated(
+    fake: FakeGitHub, repo: github.Repository.Repository
+) -> None:
+    number = fake.create_issue(REPO, "Task", labels=["bzzz-task"])
+    fake.set_permission(REPO, "bzzz-bot", "triage")
+    issue = repo.get_issue(number)
+    issue.add_to_labels("bzzz-task")  # an existing label: triage may add it
+    with pytest.raises(GithubException) as exc:
+        issue.add_to_labels("brand-new")  # creating one needs write access
+    assert exc.value.status == 403
+    fake.set_permission(REPO, "bzzz-bot", "read")
+    with pytest.raises(GithubException) as exc:
+        issue.add_to_assignees("bzzz-bot")
+    assert exc.value.status == 403
+    fake.add_comment(REPO, number, "drive-by", user="stranger")
+    fake.set_permission(REPO, "maintainer", "write")
+    fake.add_comment(REPO, number, "on it", user="maintainer")
+    by = {c.user.login: c.raw_data["author_association"] for c in issue.get_comments()}
+    assert by == {"stranger": "NONE", "maintainer": "COLLABORATOR"}
+    assert repo.get_issue(number).raw_data["author_association"] == "NONE"  # octocat
+
+
+def test_comment_threads_beyond_one_page(fake: FakeGitHub, gh: Github) -> None:
+    number = fake.create_issue(REPO, "Busy")
+    for n in range(130):
+        fake.add_comment(REPO, number, f"comment {n}")
+    path = f"{ISSUES}/{number}/comments"
+    status, headers, body = gh.requester.requestJson("GET", path, parameters={"per_page": 100})
+    assert status == 200 and 'rel="next"' in headers["link"]
+    status, _, second = gh.requester.requestJson(
+        "GET", path, parameters={"per_page": 100, "page": 2}
+    )
+    assert len(json.loads(body)) == 100 and len(json.loads(second)) == 30

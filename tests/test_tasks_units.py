@@ -20,7 +20,8 @@ def task(*labels: str) -> Task:
 
 def comment(id_: int, body: str, minutes: float = 0, renewed: float | None = None) -> Comment:
     at = T0 + timedelta(minutes=minutes)
-    return Comment(id_, body, "bot", at, T0 + timedelta(minutes=renewed) if renewed else at)
+    renewed_at = T0 + timedelta(minutes=renewed) if renewed else at
+    return Comment(id_, body, "bot", "COLLABORATOR", at, renewed_at)
 
 
 def test_labels_give_priority_type_and_the_capability_match():
@@ -47,6 +48,22 @@ def test_the_oldest_live_claim_stands_until_ended_or_lapsed():
     assert read_claims(renewed, T0 + timedelta(minutes=10.5), lease).standing.peer == "A"
     done = [*comments, comment(4, "bzzz-done: A n1 success", 4)]
     assert read_claims(done, T0 + timedelta(minutes=5), lease).succeeded
+
+
+def test_a_lapsed_claim_named_by_a_takeover_never_stands_again():
+    """Failure 6: A lapses, C takes over naming A's claim; A's late edit went through, which
+    would make A's older comment the standing claim again, but A's nonce is ended."""
+    lease = timedelta(minutes=10)
+    lapsed = [comment(1, "bzzz-claim: A n1", 0)]
+    state = read_claims(lapsed, T0 + timedelta(minutes=11), lease)
+    assert state.standing is None and [c.nonce for c in state.lapsed] == ["n1"]
+    taken = [
+        comment(1, "bzzz-claim: A n1", 0, renewed=12),  # A's late renewal
+        comment(2, "bzzz-claim: C n3 takes-over:n1", 11),
+    ]
+    state = read_claims(taken, T0 + timedelta(minutes=12.5), lease)
+    assert state.standing is not None and state.standing.peer == "C"
+    assert "n1" in state.ended and "n1" not in state.marked and state.lapsed == ()
 
 
 def test_the_intent_winner_is_the_same_everywhere_and_spreads_tasks():
@@ -117,3 +134,41 @@ def test_the_token_comes_from_the_credential_then_the_file_then_the_environment(
     (creds / "github-token").write_text("from-credential")
     assert load_token(creds, str(token_file), env)[0] == "from-credential"
     assert load_token(None, "", {}) is None
+
+
+def test_a_holding_survives_the_journal_and_a_broken_file_is_set_aside(tmp_path: Path):
+    from bzzz.tasks.claims import Claim
+    from bzzz.tasks.journal import Holding, Journal, Result
+    from bzzz.tasks.model import Phase
+
+    journal = Journal(tmp_path / "tasks")
+    holding = Holding(task("bzzz-task"), Claim("A", "n1", 42, T0), Phase.RUNNING, ("n0",))
+    journal.save(holding)
+    holding.phase = Phase.REPORTING
+    holding.result = Result(True, "exit status 0 after 1.0 s", "done\n", 0, 1.0)
+    holding.reported.append("result_comment")
+    journal.save(holding)
+    (tmp_path / "tasks" / "broken#9.json").write_text("{not json")
+    (loaded,) = journal.load()
+    assert loaded.to_record() == holding.to_record()
+    assert loaded.task == holding.task and loaded.claim == holding.claim
+    assert (tmp_path / "tasks" / "broken#9.bad").exists()
+    journal.forget(holding.key)
+    assert journal.load() == []
+
+
+def test_what_is_left_of_a_run_is_killed_by_its_nonce(tmp_path: Path):
+    import subprocess
+
+    from bzzz.tasks.executor import kill_leftovers
+
+    env = {**os.environ, "BZZZ_TASK_NONCE": "feed1234"}
+    orphan = subprocess.Popen(["sleep", "600"], env=env)
+    other = subprocess.Popen(["sleep", "600"], env={**env, "BZZZ_TASK_NONCE": "other"})
+    try:
+        assert kill_leftovers("feed1234") == 1
+        assert orphan.wait(5) == -9
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()

@@ -44,10 +44,8 @@ from bzzz.messages import (
     AntennaeData,
     Collaboration,
     Consensus,
-    Data,
     Escalation,
     Message,
-    MessageType,
     Objection,
     PlanProposal,
     TaskComplete,
@@ -110,20 +108,14 @@ class Antennae:
         self._done: Lru[str, bool] = Lru(limit)  # tasks finished
         self._group: asyncio.TaskGroup | None = None
         self.stats: Counter[str] = Counter()
-        for kind in (
-            MessageType.PLAN_PROPOSAL,
-            MessageType.OBJECTION,
-            MessageType.COLLABORATION,
-            MessageType.CONSENSUS,
-            MessageType.ESCALATION,
-        ):
+        for kind in (PlanProposal, Objection, Collaboration, Consensus, Escalation):
             bus.on(kind, self._on_message)
-        bus.guard(MessageType.PLAN_PROPOSAL, self._may_propose)
-        bus.guard(MessageType.CONSENSUS, self._may_decide)
-        bus.guard(MessageType.ESCALATION, self._may_decide)
-        bus.on(MessageType.TASK_HELP_REQUEST, self._on_help_request)
-        bus.on(MessageType.TASK_HELP_RESPONSE, self._on_help_response)
-        bus.on(MessageType.TASK_COMPLETE, self._on_complete)
+        bus.guard(PlanProposal, self._may_propose)
+        bus.guard(Consensus, self._may_decide)
+        bus.guard(Escalation, self._may_decide)
+        bus.on(TaskHelpRequest, self._on_help_request)
+        bus.on(TaskHelpResponse, self._on_help_response)
+        bus.on(TaskComplete, self._on_complete)
 
     async def run(self) -> None:
         """Owns the reviews this node writes for others' plans."""
@@ -133,10 +125,10 @@ class Antennae:
 
     # ---- authority -------------------------------------------------------------------------
 
-    def _may_propose(self, msg: Message) -> str | None:
+    def _may_propose(self, msg: Message[PlanProposal]) -> str | None:
         """Only the task's holder proposes (and revises); while no holder is known, only the
         conversation's proposer, once there is one."""
-        key = _conversation_of(msg)
+        key = msg.data.conversation
         holder = self._holder_of(key)
         if holder:
             return None if holder == msg.sender else f"{key} is held by {holder}"
@@ -145,10 +137,10 @@ class Antennae:
             return f"{key} is proposed by {conversation.proposer}"
         return None
 
-    def _may_decide(self, msg: Message) -> str | None:
+    def _may_decide(self, msg: Message[AntennaeData]) -> str | None:
         """Consensus and escalation are the proposer's decisions (before any proposal, the
         holder's: it escalates when no help came)."""
-        key = _conversation_of(msg)
+        key = msg.data.conversation
         conversation = self.conversations.get(key)
         decider = conversation.proposer if conversation is not None else ""
         decider = decider or self._holder_of(key)
@@ -176,16 +168,13 @@ class Antennae:
         window.append(now)
         return False
 
-    def _on_message(self, msg: Message) -> None:
-        data = msg.data
-        assert isinstance(data, AntennaeData)
-        if self._throttled(msg.sender, data.conversation):
+    def _on_message(self, msg: Message[AntennaeData]) -> None:
+        if self._throttled(msg.sender, msg.data.conversation):
             return
         self._apply(msg)
 
-    def _apply(self, msg: Message) -> None:
+    def _apply(self, msg: Message[AntennaeData]) -> None:
         data = msg.data
-        assert isinstance(data, AntennaeData)
         key = data.conversation
         conversation = self.conversations.touch(key, lambda: Conversation(key))
         change = conversation.apply(msg)
@@ -230,9 +219,8 @@ class Antennae:
             self.stats["errors"] += 1
             log.exception("antennae_job_failed", job=what)
 
-    def _on_complete(self, msg: Message) -> None:
+    def _on_complete(self, msg: Message[TaskComplete]) -> None:
         data = msg.data
-        assert isinstance(data, TaskComplete)
         key = f"{data.repository}#{data.task_id}"
         if key in self.conversations:
             self._done.touch(key, lambda: True)
@@ -286,9 +274,8 @@ class Antennae:
 
     # ---- help ------------------------------------------------------------------------------
 
-    def _on_help_request(self, msg: Message) -> None:
+    def _on_help_request(self, msg: Message[TaskHelpRequest]) -> None:
         data = msg.data
-        assert isinstance(data, TaskHelpRequest)
         offer = sorted(set(data.missing) & self._capabilities)
         if offer and msg.sender != self._own:
             log.info(
@@ -309,9 +296,8 @@ class Antennae:
                 "help_response",
             )
 
-    def _on_help_response(self, msg: Message) -> None:
+    def _on_help_response(self, msg: Message[TaskHelpResponse]) -> None:
         data = msg.data
-        assert isinstance(data, TaskHelpResponse)
         key = f"{data.repository}#{data.task_id}"
         if data.can_help and key in self._help:
             self._help[key][msg.sender] = list(data.capabilities)
@@ -580,7 +566,7 @@ class Antennae:
 
     # ---- sending ---------------------------------------------------------------------------
 
-    async def _send(self, data: Data, hop_count: int) -> None:
+    async def _send(self, data: AntennaeData, hop_count: int) -> None:
         """Publish, and take our own message in as every other node does."""
         if hop_count > MAX_HOP_COUNT:
             self.stats["loop_stopped"] += 1
@@ -613,11 +599,6 @@ class Antennae:
                 row["history"] = conversation.history
             rows.append(row)
         return rows
-
-
-def _conversation_of(msg: Message) -> str:
-    assert isinstance(msg.data, AntennaeData)
-    return msg.data.conversation
 
 
 def _new_id() -> str:

@@ -1,19 +1,17 @@
 """Claims: one issue, one worker, even when agents share a GitHub account or cannot hear
-each other.
+each other. GitHub's comment order settles who holds a task; its clock measures leases.
 
-1. P2P intents: agents that could take an announced task publish `task_claim` with their peer
-   id; after a short window each computes the same winner among the intents it heard: the lowest
-   `sha256("<repo>#<n>:<peer id>")` (it spreads tasks evenly, unlike "lowest id"). Only the winner
-   goes on.
+1. P2P intents (`rounds`): agents that could take an announced task publish `task_claim`; after
+   a short window each computes the same winner among the intents it heard: the lowest
+   `sha256("<repo>#<n>:<peer id>")` (it spreads tasks evenly). Only the winner goes on.
 2. GitHub settles what P2P missed (a partition, a late intent): the winner comments
-   `bzzz-claim: <peer id> <nonce>`, re-reads the comments, and holds the task only if its claim is
-   the oldest *standing* one (GitHub orders comments) and no attempt has succeeded. A claim
-   stands until a `bzzz-release: <peer id> <nonce>` or `bzzz-done: <peer id> <nonce> ...` comment
-   ends it, or until it has not been renewed (edited) for `lease_timeout`. A losing claim is
-   deleted. (Re-reading after our own comment closes the gap between reading the issue and its
-   comments: a result that landed in between is seen.)
-3. The holder renews its lease by `task_progress` messages and, at longer intervals, by editing
-   its claim comment; a silent holder's claim lapses and the task can be taken over.
+   `bzzz-claim: <peer id> <nonce>`, re-reads the comments, and holds the task only if its claim
+   is the oldest *standing* one and no attempt has succeeded; a losing claim is deleted.
+3. A claim stands until `bzzz-release: <peer> <nonce>` or `bzzz-done: <peer> <nonce> <outcome>`
+   ends it, until a later claim names it as taken over (`takes-over:<nonce>`), or while its
+   last renewal (an edit: GitHub stamps `updated_at`) is older than the lease on GitHub's clock.
+   Naming the lapsed claims in a takeover is what keeps a lapsed holder from coming back: its
+   late edit would otherwise make its older comment the standing claim again.
 """
 
 from __future__ import annotations
@@ -22,15 +20,16 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from bzzz.tasks.github import Comment, GitHub
-from bzzz.tasks.model import Task
+from bzzz.tasks.model import Outcome, Task
 
 CLAIM = "bzzz-claim:"
 RELEASE = "bzzz-release:"
 DONE = "bzzz-done:"
-_MARK = re.compile(r"^(bzzz-claim|bzzz-release|bzzz-done):\s+(\S+)\s+(\S+)(?:\s+(\S+))?", re.M)
+TAKES_OVER = "takes-over:"
+_MARK = re.compile(r"^(bzzz-claim|bzzz-release|bzzz-done):[ \t]+(\S+)[ \t]+(\S+)(?:[ \t]+(\S+))?")
 
 
 def intent_winner(key: str, peers: Iterable[str]) -> str:
@@ -43,7 +42,7 @@ class Claim:
     peer: str
     nonce: str
     comment_id: int
-    renewed_at: datetime
+    renewed_at: datetime  # on GitHub's clock
 
 
 @dataclass(frozen=True)
@@ -51,30 +50,45 @@ class ClaimState:
     """What the comments of an issue say about who holds it."""
 
     standing: Claim | None  # the oldest live claim: the holder
+    lapsed: tuple[Claim, ...]  # claims neither ended nor renewed within the lease
     failures: int  # finished attempts that failed
     succeeded: bool  # an attempt finished well: nothing left to claim
+    ended: frozenset[str]  # nonces whose attempt ended (released, done or taken over)
+    marked: frozenset[str]  # nonces with their own release or done marker
 
 
 def read_claims(comments: list[Comment], now: datetime, lease: timedelta) -> ClaimState:
     claims: list[Claim] = []
     ended: set[str] = set()
+    marked: set[str] = set()
     failures = 0
     succeeded = False
     for comment in comments:
         match = _MARK.match(comment.body)
         if match is None:
             continue
-        kind, peer, nonce, outcome = match.groups()
+        kind, peer, nonce, extra = match.groups()
         if kind == "bzzz-claim":
             claims.append(Claim(peer, nonce, comment.id, comment.updated_at))
-        else:
-            ended.add(nonce)
-            if kind == "bzzz-done" and outcome == "failure":
-                failures += 1
-            succeeded = succeeded or (kind == "bzzz-done" and outcome == "success")
-    live = [c for c in claims if c.nonce not in ended and now - c.renewed_at < lease]
+            if extra and extra.startswith(TAKES_OVER):
+                ended.update(n for n in extra.removeprefix(TAKES_OVER).split(",") if n)
+            continue
+        ended.add(nonce)
+        marked.add(nonce)
+        if kind == "bzzz-done" and extra == Outcome.FAILURE:
+            failures += 1
+        succeeded = succeeded or (kind == "bzzz-done" and extra == Outcome.SUCCESS)
+    open_claims = [c for c in claims if c.nonce not in ended]
+    live = [c for c in open_claims if now - c.renewed_at < lease]
+    lapsed = tuple(c for c in open_claims if c not in live)
     standing = min(live, key=lambda c: c.comment_id) if live else None
-    return ClaimState(standing, failures, succeeded)
+    return ClaimState(standing, lapsed, failures, succeeded, frozenset(ended), frozenset(marked))
+
+
+def claim_line(peer: str, nonce: str, takes_over: Iterable[str] = ()) -> str:
+    """The first line of a claim comment; renewals keep it as it is."""
+    over = ",".join(takes_over)
+    return f"{CLAIM} {peer} {nonce}" + (f" {TAKES_OVER}{over}" if over else "")
 
 
 class Claimer:
@@ -84,49 +98,52 @@ class Claimer:
         self._github = github
         self._peer = peer_id
         self._agent = agent_id
-        self._lease = timedelta(seconds=lease)
+        self.lease = timedelta(seconds=lease)
 
     async def state(self, task: Task) -> ClaimState:
         comments = await self._github.comments(task.repository, task.number)
-        return read_claims(comments, datetime.now(UTC), self._lease)
+        return read_claims(comments, self._github.now(), self.lease)
 
-    async def claim(self, task: Task, nonce: str, takeover_of: str | None = None) -> int | None:
-        """Comment our claim and keep it only if it is the standing one; return its comment id
-        if we hold the task."""
-        note = (
-            f"Taking over from `{takeover_of}`, whose lease lapsed."
-            if takeover_of is not None
-            else "Claimed."
-        )
+    async def claim(
+        self, task: Task, nonce: str, takes_over: tuple[Claim, ...] = ()
+    ) -> Claim | None:
+        """Comment our claim and keep it only if it is the standing one; return it if we hold
+        the task. Lapsed claims are named, so that their holders cannot come back."""
+        previous = ", ".join(f"`{c.peer[-6:]}`" for c in takes_over)
+        note = f"Taking over from {previous}, whose lease lapsed." if takes_over else "Claimed."
         body = (
-            f"{CLAIM} {self._peer} {nonce}\n\n{note} Agent `{self._agent}` works on this task; "
-            f"the claim stands while the agent renews it (lease {int(self._lease.total_seconds())}"
-            " s)."
+            f"{claim_line(self._peer, nonce, (c.nonce for c in takes_over))}\n\n{note} "
+            f"Agent `{self._agent}` works on this task; the claim stands while the agent renews "
+            f"it (lease {int(self.lease.total_seconds())} s)."
         )
         mine = await self._github.comment(task.repository, task.number, body)
         state = await self.state(task)
         # Finished meanwhile (its holder's result landed between our reads): nothing to hold.
         if not state.succeeded and state.standing is not None and state.standing.nonce == nonce:
-            return mine.id
+            return state.standing
         await self._github.delete_comment(task.repository, mine.id)
         return None
 
-    async def renew(self, task: Task, claim_comment: int, nonce: str) -> bool:
-        """Edit our claim (GitHub stamps the time) and say whether it still stands."""
+    async def renew(self, task: Task, claim: Claim, takes_over: tuple[str, ...] = ()) -> Claim:
+        """Edit our claim; GitHub stamps the time of the renewal (returned)."""
         body = (
-            f"{CLAIM} {self._peer} {nonce}\n\nAgent `{self._agent}` is working on this task "
-            f"(renewed {datetime.now(UTC).isoformat(timespec='seconds')})."
+            f"{claim_line(self._peer, claim.nonce, takes_over)}\n\nAgent `{self._agent}` is "
+            f"working on this task (renewed {self._github.now().isoformat(timespec='seconds')})."
         )
-        await self._github.edit_comment(task.repository, claim_comment, body)
-        return await self.stands(task, nonce)
+        edited = await self._github.edit_comment(task.repository, claim.comment_id, body)
+        return Claim(claim.peer, claim.nonce, claim.comment_id, edited.updated_at)
 
     async def stands(self, task: Task, nonce: str) -> bool:
-        standing = (await self.state(task)).standing
-        return standing is not None and standing.nonce == nonce
+        """Our claim is the standing one, and no other attempt has succeeded."""
+        state = await self.state(task)
+        return not state.succeeded and state.standing is not None and state.standing.nonce == nonce
 
-    async def end(self, task: Task, nonce: str, outcome: str, text: str) -> None:
-        """`outcome`: "success" or "failure" (a finished attempt), "released" (given back)."""
-        marker = RELEASE if outcome == "released" else DONE
-        suffix = "" if outcome == "released" else f" {outcome}"
+    async def end(self, task: Task, nonce: str, outcome: Outcome, text: str) -> None:
+        """End our attempt with its marker (released, or done with its outcome), unless it
+        already has one (a restart, or a lost answer)."""
+        if nonce in (await self.state(task)).marked:
+            return
+        marker = RELEASE if outcome is Outcome.RELEASED else DONE
+        suffix = "" if outcome is Outcome.RELEASED else f" {outcome.value}"
         body = f"{marker} {self._peer} {nonce}{suffix}\n\n{text}"
         await self._github.comment(task.repository, task.number, body)

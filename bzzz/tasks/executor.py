@@ -5,6 +5,12 @@ the work directory is a `git clone` of the repository on the task branch, and co
 pushes there become a pull request. Output (stdout and stderr together) is kept up to
 `OUTPUT_BYTES`, the end of it; the exit status decides success. On timeout or cancellation the
 whole process group is stopped (SIGTERM, then SIGKILL).
+
+A command must not outlive its daemon: a run whose daemon was killed would finish unseen while
+the task is claimed again. The command dies with the daemon (`setpriv --pdeathsig KILL`, from
+util-linux), and what is left of a run (its children) is killed when the daemon starts again:
+every process of a run carries its nonce in `BZZZ_TASK_NONCE` (`kill_leftovers`). Under
+systemd, `KillMode=mixed` does the same for the whole unit.
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ log = structlog.get_logger(__name__)
 
 OUTPUT_BYTES = 64 * 1024
 KILL_GRACE_S = 5.0
+# Runs the command with the parent-death signal set: it is killed when the daemon dies.
+DIE_WITH_DAEMON = (
+    ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") is not None else []
+)
 # Not passed to the command: the daemon's own secrets.
 WITHHELD_ENV = (
     "BZZZ_GITHUB_TOKEN",
@@ -40,7 +50,7 @@ WITHHELD_ENV = (
 
 
 @dataclass(frozen=True)
-class Outcome:
+class CommandRun:
     exit_code: int | None  # None: it did not run, or was stopped
     output: str  # the tail
     duration_s: float
@@ -79,11 +89,14 @@ async def run_command(
     workdir: Path,
     env: Mapping[str, str],
     time_limit: float,
-) -> Outcome:
+) -> CommandRun:
     started = time.monotonic()
     tail = OutputTail()
+    if not _runnable(argv[0], workdir, env):
+        return CommandRun(None, "", 0.0, error=f"cannot start {argv[0]}: not found")
     try:
         process = await asyncio.create_subprocess_exec(
+            *DIE_WITH_DAEMON,
             *argv,
             cwd=workdir,
             env=dict(env),
@@ -93,7 +106,7 @@ async def run_command(
             start_new_session=True,  # its own process group: stopped as a whole
         )
     except OSError as exc:
-        return Outcome(None, "", 0.0, error=f"cannot start {argv[0]}: {exc.strerror}")
+        return CommandRun(None, "", 0.0, error=f"cannot start {argv[0]}: {exc.strerror}")
     assert process.stdin is not None and process.stdout is not None
     stdout = process.stdout
 
@@ -113,11 +126,17 @@ async def run_command(
             code = await process.wait()
     except TimeoutError:
         await _stop(process)
-        return Outcome(None, tail.text(), time.monotonic() - started, timed_out=True)
+        return CommandRun(None, tail.text(), time.monotonic() - started, timed_out=True)
     except asyncio.CancelledError:
         await _stop(process)
         raise
-    return Outcome(code, tail.text(), time.monotonic() - started)
+    return CommandRun(code, tail.text(), time.monotonic() - started)
+
+
+def _runnable(program: str, workdir: Path, env: Mapping[str, str]) -> bool:
+    if "/" in program:
+        return os.access(workdir / program, os.X_OK)  # an absolute path stays absolute
+    return shutil.which(program, path=env.get("PATH", os.defpath)) is not None
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
@@ -165,6 +184,25 @@ async def git(*args: str, cwd: Path | None = None, time_limit: float = 300) -> t
         await process.wait()
         return 124, "git timed out"
     return process.returncode or 0, output.decode(errors="replace")
+
+
+def kill_leftovers(nonce: str) -> int:
+    """Kill what is left of the run of `nonce` (processes of ours whose environment carries
+    BZZZ_TASK_NONCE=<nonce>); return how many."""
+    marker = f"BZZZ_TASK_NONCE={nonce}".encode()
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue  # gone, or not ours
+        if marker in environ.split(b"\0"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+    return killed
 
 
 def fresh_workdir(root: Path, task: Task, nonce: str) -> Path:

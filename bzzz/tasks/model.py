@@ -7,8 +7,49 @@ agent's capabilities (`general` takes every type, and a task without a type is `
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
+
+
+class Phase(StrEnum):
+    """Where a task is in its life, on the holder's side:
+
+    announced -> intent -> claimed -> prepared -> running -> reporting -> done,
+    with released (given back), failed (an attempt that failed, reported) and lost (our claim
+    lapsed or another stands) as the other ends. Other nodes' tasks show as `held` until their
+    holder tells which phase (progress messages carry it), and `completed` once reported.
+    """
+
+    ANNOUNCED = "announced"
+    INTENT = "intent"
+    CLAIMED = "claimed"
+    PREPARED = "prepared"
+    RUNNING = "running"
+    REPORTING = "reporting"
+    DONE = "done"
+    RELEASED = "released"
+    FAILED = "failed"
+    LOST = "lost"
+    HELD = "held"  # by another agent, phase not told
+    COMPLETED = "completed"  # labelled completed on GitHub, or announced done on the mesh
+
+    @property
+    def working(self) -> bool:
+        """A holder in these phases may still be stopped (its work is not finished)."""
+        return self in (Phase.CLAIMED, Phase.PREPARED, Phase.RUNNING)
+
+    @property
+    def held(self) -> bool:
+        return self in (Phase.CLAIMED, Phase.PREPARED, Phase.RUNNING, Phase.REPORTING, Phase.HELD)
+
+
+class Outcome(StrEnum):
+    """How an attempt ended, as its marker comment says."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    RELEASED = "released"
 
 
 @dataclass(frozen=True)
@@ -22,6 +63,9 @@ class Task:
     assignees: tuple[str, ...]
     url: str  # the issue's web page
     api_url: str
+    author: str = ""  # who opened it
+    association: str = "NONE"  # GitHub's author_association of the author
+    locked: bool = False
 
     @property
     def key(self) -> str:
@@ -31,7 +75,7 @@ class Task:
     def priority(self) -> int:
         for label in self.labels:
             if label.startswith("priority-") and label[9:].lstrip("-").isdigit():
-                return int(label[9:])
+                return max(-1000, min(1000, int(label[9:])))  # the wire's range
         return 0
 
     @property
@@ -59,7 +103,21 @@ class Task:
             assignees=tuple(str(user["login"]) for user in issue.get("assignees") or ()),
             url=str(issue.get("html_url") or ""),
             api_url=str(issue.get("url") or ""),
+            author=str((issue.get("user") or {}).get("login") or ""),
+            association=str(issue.get("author_association") or "NONE"),
+            locked=bool(issue.get("locked")),
         )
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything, for the journal (see `from_record`)."""
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Task:
+        fields = dict(record)
+        fields["labels"] = tuple(fields.get("labels") or ())
+        fields["assignees"] = tuple(fields.get("assignees") or ())
+        return cls(**fields)
 
     def as_json(self) -> dict[str, Any]:
         """What an executor gets on stdin."""

@@ -7,11 +7,10 @@ and inspect it directly through the Python admin API.  Standard library only.
 
 Choices the fake makes where GitHub leaves room, or where it deliberately simplifies:
 
-* Clock: timestamps are real UTC time at one-second resolution, made strictly increasing: every
-  stamp (an issue or comment created or updated, a label or assignee change, ...) is
-  ``max(now, previous stamp + 1 s)``.  Ids and ``created_at`` therefore order objects the same
-  way, and ``updated_at``/``since`` polling never sees ties.  After a burst of N writes the fake
-  clock may run up to N seconds ahead of the wall clock; it never runs behind.
+* Clock: timestamps are the fake's UTC time at one-second resolution, as GitHub's are, so two
+  writes in the same second carry the same stamp (ties happen; ids still order objects).  The
+  fake's clock is the real clock plus ``clock_offset`` seconds (GitHub's clock is not the
+  node's); the ``Date`` header of every answer tells it, as GitHub's does.
 * Issue and pull request numbers share one sequence per repository.  ``GET .../issues`` lists
   pull requests too, marked with a ``pull_request`` key, exactly as GitHub does.
 * Issue, comment, label and repository ids are global counters that only increase.
@@ -23,12 +22,27 @@ Choices the fake makes where GitHub leaves room, or where it deliberately simpli
   of real time from the first counted request.  A request refused by the primary rate limit does not
   count (it cannot consume quota that is not there); 401s, 304s and ``GET /rate_limit`` never count;
   injected 5xx faults and secondary-limit 403s do count.
-* Faults are consumed in arrival order.  ``slow_next`` delays any request; ``fail_next`` and
-  ``secondary_limit_next`` apply to authenticated requests (a bad token is answered 401 first).
-  ``fail_next`` also hits ``GET /rate_limit``; the primary and secondary limits do not.
+* Faults are rules (``fault``) consumed in arrival order by the requests they match (method and
+  path pattern).  A fault either answers instead of GitHub (nothing happened) or, with
+  ``after=True``, lets GitHub do the work and then loses the answer: the client sees a 502 or a
+  dropped connection while the write stands, as GitHub's docs warn can happen on timeouts
+  ("Troubleshooting the REST API": a 5xx or timeout does not mean the request failed).  Rate
+  limits follow "Rate limits for the REST API": a primary limit is a 403 (or 429) with
+  ``x-ratelimit-remaining: 0`` and ``x-ratelimit-reset``; a secondary limit a 403 or 429 with the
+  secondary message and maybe ``retry-after``, maybe nothing at all.
+* GitHub Enterprise Server with rate limiting off (its default, "Configuring rate limits"):
+  ``ghes=True`` sends no ``X-RateLimit-*`` headers and answers ``GET /rate_limit`` with 404.
+* Moved and gone issues ("Transferring an issue"; REST "Get an issue"): a transferred issue
+  answers 301 with the ``Location`` of its new home (PyGithub follows it, whatever the verb); a
+  deleted one 410; a locked one refuses comments from users without write access (403).
+* Permissions ("Repository roles"): each login has a role per repository, ``admin`` for the
+  owner, ``write`` for the fake's token users unless set otherwise (``set_permission``), ``read``
+  for everyone else.  Creating a label (explicitly, or by adding one that does not exist) needs
+  write; adding labels and assignees needs triage.  ``author_association`` is OWNER, COLLABORATOR
+  (an explicit role) or NONE.
 * Users are created on first mention; any login is accepted as an assignee (GitHub would require a
   collaborator).  Repository owners are reported as ``type: "User"``.  Label names match
-  case-insensitively; labels are auto-created with colour ``ededed``.
+  case-insensitively; labels are auto-created with colour ``ededed`` (by users who may).
 * Git data (refs, branches, compare, commits, pull request heads) is read live from a real bare
   repository per fake repository, so branches pushed with ``git push`` to ``clone_url``
   (``file://...``) are visible at once.  Forks, merging pull requests, reviews and the Contents API
@@ -41,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import email.utils
 import hashlib
 import http.server
 import json
@@ -228,6 +243,7 @@ class _Issue:
     closed_by: str | None = None
     comment_ids: list[int] = dataclasses.field(default_factory=list)
     pull: _Pull | None = None
+    locked: bool = False
 
 
 @dataclasses.dataclass
@@ -252,10 +268,42 @@ class _Repo:
     labels: dict[str, _Label] = dataclasses.field(default_factory=dict)  # lower-case name -> label
     issues: dict[int, _Issue] = dataclasses.field(default_factory=dict)
     next_number: int = 1
+    moved: dict[int, tuple[str, int]] = dataclasses.field(default_factory=dict)  # -> (repo, n)
+    deleted: set[int] = dataclasses.field(default_factory=set)
+    roles: dict[str, str] = dataclasses.field(default_factory=dict)  # login (lower) -> role
 
     @property
     def full_name(self) -> str:
         return f"{self.owner}/{self.name}"
+
+
+@dataclasses.dataclass
+class _Fault:
+    """Answer `status` (or drop the connection when None) to the next `count` matching
+    requests; with `after`, only once GitHub has done what they asked."""
+
+    count: int
+    status: int | None
+    method: str | None = None
+    path: re.Pattern[str] | None = None
+    after: bool = False
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    body: dict[str, Any] | None = None
+    login: str | None = None  # only this user's requests
+
+    def matches(self, method: str, path: str, login: str) -> bool:
+        return (
+            (self.method is None or self.method == method)
+            and (self.path is None or self.path.search(path) is not None)
+            and (self.login is None or self.login == login)
+        )
+
+
+class _DropConnection(Exception):
+    """The answer is lost: the connection closes without one."""
+
+
+ROLES = ("none", "read", "triage", "write", "maintain", "admin")
 
 
 @dataclasses.dataclass
@@ -307,6 +355,7 @@ _ROUTES: list[tuple[str, str, str]] = [
     ("PATCH", _REPO + r"/pulls/(?P<number>\d+)", "_edit_pull"),
 ]
 _COMPILED = [(method, re.compile(pattern), name) for method, pattern, name in _ROUTES]
+_ISSUE_PATH = re.compile(_REPO + r"/issues/(?P<number>\d+)(?P<rest>/.*)?")
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -335,6 +384,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _any(self) -> None:
         self.fake._serve(self)
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # GitHub's clock, not ours: clients measure leases by it.
+        return email.utils.formatdate(self.fake.now(), usegmt=True)
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _any
 
@@ -367,10 +420,12 @@ class FakeGitHub:
         self._last_stamp = 0
         self._buckets: dict[str, _Bucket] = {}
         self._limited_until = 0
-        self._fail_queue: deque[int] = deque()
+        self._faults: list[_Fault] = []
         self._slow_queue: deque[float] = deque()
-        self._secondary_queue: deque[int] = deque()
         self.rate_limit_total = 5000
+        self.clock_offset = 0.0  # seconds GitHub's clock runs ahead of ours
+        self.ghes = False  # GitHub Enterprise Server with rate limiting off
+        self.default_role = "write"  # of the logins that have a token here
         self.requests: list[dict[str, Any]] = []
         self.internal_errors: list[str] = []  # tracebacks of bugs in the fake itself (answered 500)
         self._server: _Server | None = None
@@ -616,12 +671,59 @@ class FakeGitHub:
 
     # faults ------------------------------------------------------------------------------
 
+    def fault(
+        self,
+        count: int = 1,
+        status: int | None = 502,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        after: bool = False,
+        headers: dict[str, str] | None = None,
+        message: str | None = None,
+        login: str | None = None,
+    ) -> None:
+        """The next ``count`` requests matching ``method`` and the ``path`` pattern (a regular
+        expression searched in the path), and made by ``login`` if given, get ``status`` (None:
+        the connection is dropped without an answer).  With ``after`` the request is carried
+        out first: the write stands and only its answer is lost.  Faults count against the rate
+        limit."""
+        if status is not None and status < 400:
+            raise ValueError("a fault needs an error status")
+        body = None
+        if status is not None:
+            default = "Server Error" if status >= 500 else HTTPStatus(status).phrase
+            body = {"message": message or default}
+        with self._lock:
+            self._faults.append(
+                _Fault(
+                    count,
+                    status,
+                    method,
+                    re.compile(path) if path else None,
+                    after,
+                    dict(headers or {}),
+                    body,
+                    login,
+                )
+            )
+
     def fail_next(self, count: int, status: int = 502) -> None:
         """The next ``count`` authenticated requests answer ``status`` (they count)."""
-        if status < 400:
-            raise ValueError("fail_next needs an error status")
-        with self._lock:
-            self._fail_queue.extend([status] * count)
+        self.fault(count, status)
+
+    def lose_answers(
+        self,
+        count: int = 1,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        status: int | None = 502,
+        login: str | None = None,
+    ) -> None:
+        """GitHub does the next ``count`` matching requests, but their answers are lost: the
+        client sees ``status`` (None: the connection dropped) although the write was made."""
+        self.fault(count, status, method=method, path=path, after=True, login=login)
 
     def slow_next(self, count: int, seconds: float) -> None:
         """The next ``count`` requests are delayed by ``seconds`` before being processed."""
@@ -634,17 +736,76 @@ class FakeGitHub:
         with self._lock:
             self._limited_until = int(reset_epoch)
 
-    def secondary_limit_next(self, count: int, retry_after: int) -> None:
-        """The next ``count`` API requests answer a secondary rate limit 403 with Retry-After."""
-        with self._lock:
-            self._secondary_queue.extend([int(retry_after)] * count)
+    def secondary_limit_next(
+        self,
+        count: int,
+        retry_after: int | None = 60,
+        status: int = 403,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """The next ``count`` API requests answer a secondary rate limit: ``status`` 403 or 429,
+        with ``Retry-After`` when given (GitHub does not always send it)."""
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        self.fault(
+            count,
+            status,
+            method=method,
+            path=path,
+            headers=headers,
+            message=SECONDARY_LIMIT_MESSAGE,
+        )
 
     def clear_faults(self) -> None:
         with self._lock:
-            self._fail_queue.clear()
+            self._faults.clear()
             self._slow_queue.clear()
-            self._secondary_queue.clear()
             self._limited_until = 0
+
+    # moved, gone, locked, roles ----------------------------------------------------------
+
+    def transfer_issue(self, full_name: str, number: int, to_full_name: str) -> int:
+        """Move an issue with its comments to another repository; the old address answers 301
+        to the new one from now on.  Returns its new number."""
+        with self._lock:
+            source, target = self._repo_admin(full_name), self._repo_admin(to_full_name)
+            issue = self._issue_of(source, number)
+            del source.issues[number]
+            issue.number = target.next_number
+            target.next_number += 1
+            # Labels the new home does not have are not carried over.
+            issue.labels = [name for name in issue.labels if name.lower() in target.labels]
+            target.issues[issue.number] = issue
+            for cid in issue.comment_ids:
+                self._comments[cid].repo = target.full_name.lower()
+                self._comments[cid].number = issue.number
+            source.moved[number] = (target.full_name, issue.number)
+            return issue.number
+
+    def delete_issue(self, full_name: str, number: int) -> None:
+        """Delete an issue: its address answers 410 Gone from now on."""
+        with self._lock:
+            repo = self._repo_admin(full_name)
+            issue = self._issue_of(repo, number)
+            for cid in issue.comment_ids:
+                del self._comments[cid]
+            del repo.issues[number]
+            repo.deleted.add(number)
+
+    def lock_issue(self, full_name: str, number: int, locked: bool = True) -> None:
+        """Lock an issue's conversation: only users with write access may comment."""
+        with self._lock:
+            repo = self._repo_admin(full_name)
+            self._issue_of(repo, number).locked = locked
+
+    def set_permission(self, full_name: str, login: str, role: str) -> None:
+        """Give ``login`` a role on the repository: none, read, triage, write, maintain, admin."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        with self._lock:
+            self._repo_admin(full_name).roles[login.lower()] = role
+            self._user_id(login)
 
     # accounting --------------------------------------------------------------------------
 
@@ -659,10 +820,24 @@ class FakeGitHub:
 
     # ------------------------------------------------------------------------------ internals
 
+    def now(self) -> float:
+        """GitHub's clock: ours plus ``clock_offset``."""
+        return time.time() + self.clock_offset
+
     def _stamp(self) -> int:
-        stamp = max(int(time.time()), self._last_stamp + 1)
-        self._last_stamp = stamp
-        return stamp
+        # One-second resolution, as GitHub's timestamps: two writes in one second tie.
+        return int(self.now())
+
+    def _role(self, repo: _Repo, login: str) -> str:
+        if login.lower() == repo.owner.lower():
+            return "admin"
+        if login.lower() in repo.roles:
+            return repo.roles[login.lower()]
+        return self.default_role if login in self._tokens.values() else "read"
+
+    def _require(self, repo: _Repo, login: str, role: str, message: str) -> None:
+        if ROLES.index(self._role(repo, login)) < ROLES.index(role):
+            raise _HttpError(403, message)
 
     def _user_id(self, login: str) -> int:
         if login not in self._user_ids:
@@ -730,13 +905,18 @@ class FakeGitHub:
             repo.labels[name.lower()] = label
         return label
 
-    def _resolve_labels(self, repo: _Repo, names: Iterable[Any]) -> list[str]:
-        """Label names (or {"name": ...} objects) -> canonical names, deduplicated, created."""
+    def _resolve_labels(
+        self, repo: _Repo, names: Iterable[Any], login: str | None = None
+    ) -> list[str]:
+        """Label names (or {"name": ...} objects) -> canonical names, deduplicated, created
+        (a label that does not exist yet only by a user with write access)."""
         out: list[str] = []
         for item in names:
             name = item.get("name") if isinstance(item, dict) else item
             if not isinstance(name, str) or not name.strip():
                 raise _validation({"resource": "Label", "field": "name", "code": "invalid"})
+            if login is not None and name.strip().lower() not in repo.labels:
+                self._require(repo, login, "write", "Must have push access to create a label")
             canonical = self._label(repo, name.strip()).name
             if canonical not in out:
                 out.append(canonical)
@@ -761,7 +941,7 @@ class FakeGitHub:
         if "labels" in payload:
             if not isinstance(payload["labels"], list):
                 raise _validation({"resource": "Issue", "field": "labels", "code": "invalid"})
-            labels = self._resolve_labels(repo, payload["labels"])
+            labels = self._resolve_labels(repo, payload["labels"], login)
             if labels != issue.labels:
                 issue.labels, changed = labels, True
         assignees: list[str] | None = None
@@ -828,6 +1008,8 @@ class FakeGitHub:
         return self._rate_numbers(login)[1] == 0
 
     def _rate_headers(self, login: str | None) -> dict[str, str]:
+        if self.ghes:
+            return {}  # rate limiting off: GitHub Enterprise Server sends none
         if login is None:
             limit, remaining, used, reset = (
                 ANONYMOUS_LIMIT,
@@ -882,7 +1064,7 @@ class FakeGitHub:
                 self.internal_errors.append(traceback.format_exc())
                 print(self.internal_errors[-1], file=sys.stderr)
                 resp, counted = _Resp(500, {"message": "fake GitHub internal error"}), False
-            if counted and login is not None:
+            if counted and login is not None and not self.ghes:
                 bucket = self._bucket(login)
                 if bucket.used < self.rate_limit_total:
                     bucket.used += 1
@@ -893,7 +1075,7 @@ class FakeGitHub:
                     "method": method,
                     "path": path,
                     "query": query,
-                    "status": resp.status,
+                    "status": resp.status if resp.status else None,  # None: answer lost
                     "counted": counted,
                     "token_login": login,
                     "time": arrival,
@@ -901,6 +1083,11 @@ class FakeGitHub:
                     "body": self._try_json(raw),
                 }
             )
+        if not resp.status:
+            handler.close_connection = True  # the answer is lost: the client sees the drop
+            with contextlib.suppress(OSError):
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            return
         self._send(handler, resp.status, resp.body, headers)
 
     @staticmethod
@@ -940,15 +1127,12 @@ class FakeGitHub:
         if login is None:
             return _HttpError(401, "Bad credentials").response(), False
         is_rate_endpoint = method == "GET" and path.rstrip("/") == "/rate_limit"
-        if self._fail_queue:
-            status = self._fail_queue.popleft()
-            message = "Server Error" if status >= 500 else HTTPStatus(status).phrase
-            return _Resp(status, {"message": message}), True
-        if self._secondary_queue and not is_rate_endpoint:
-            retry_after = self._secondary_queue.popleft()
-            body = {"message": SECONDARY_LIMIT_MESSAGE, "documentation_url": RATE_LIMIT_DOCS_URL}
-            return _Resp(403, body, {"Retry-After": str(retry_after)}), True
-        limited = not is_rate_endpoint and self._primary_limited(login)
+        if is_rate_endpoint and self.ghes:
+            return _not_found().response(), False
+        fault = self._take_fault(method, path, login)
+        if fault is not None and not fault.after:
+            return self._fault_response(fault), True
+        limited = not is_rate_endpoint and not self.ghes and self._primary_limited(login)
         if limited and method != "GET":
             return self._primary_limit_response(login), False  # refused before any side effect
 
@@ -963,6 +1147,8 @@ class FakeGitHub:
         except _HttpError as error:
             resp = error.response()
 
+        if fault is not None:  # done; the answer is lost
+            return self._fault_response(fault), True
         if method == "GET" and resp.status == 200:
             etag = 'W/"' + hashlib.sha256(self._encode(resp.body)).hexdigest() + '"'
             resp.headers["ETag"] = etag
@@ -972,8 +1158,36 @@ class FakeGitHub:
             return self._primary_limit_response(login), False
         return resp, not is_rate_endpoint
 
+    def _take_fault(self, method: str, path: str, login: str) -> _Fault | None:
+        for fault in self._faults:
+            if fault.count > 0 and fault.matches(method, path, login):
+                fault.count -= 1
+                if fault.count == 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    @staticmethod
+    def _fault_response(fault: _Fault) -> _Resp:
+        if fault.status is None:
+            return _Resp(0)  # no answer at all
+        body = dict(fault.body or {})
+        if fault.status in (403, 429) and body.get("message") == SECONDARY_LIMIT_MESSAGE:
+            body["documentation_url"] = RATE_LIMIT_DOCS_URL
+        return _Resp(fault.status, body, dict(fault.headers))
+
     def _route(self, ctx: _Ctx) -> _Resp:
         path = ctx.path.rstrip("/") or "/"
+        gone = _ISSUE_PATH.fullmatch(path)
+        if gone is not None:
+            repo = self._repos.get(f"{gone['owner']}/{gone['repo']}".lower())
+            number = int(gone["number"])
+            if repo is not None and number in repo.deleted:
+                raise _HttpError(410, "This issue was deleted")
+            if repo is not None and number in repo.moved:
+                target, new_number = repo.moved[number]
+                location = f"{self.url}/repos/{target}/issues/{new_number}{gone['rest'] or ''}"
+                raise _HttpError(301, "Moved Permanently", headers={"Location": location})
         for method, pattern, name in _COMPILED:
             if method != ctx.method:
                 continue
@@ -1152,7 +1366,11 @@ class FakeGitHub:
         }
 
     def _association(self, repo: _Repo, login: str) -> str:
-        return "OWNER" if login.lower() == repo.owner.lower() else "NONE"
+        if login.lower() == repo.owner.lower():
+            return "OWNER"
+        if self._role(repo, login) not in ("none", "read") or login.lower() in repo.roles:
+            return "COLLABORATOR"
+        return "NONE"
 
     def _issue_json(self, repo: _Repo, issue: _Issue) -> dict[str, Any]:
         api, html, n = self._api(repo), self._html(repo), issue.number
@@ -1171,7 +1389,7 @@ class FakeGitHub:
             "user": self._user_json(issue.user),
             "labels": [self._label_json(repo, name) for name in issue.labels],
             "state": issue.state,
-            "locked": False,
+            "locked": issue.locked,
             "assignee": self._user_json(issue.assignees[0]) if issue.assignees else None,
             "assignees": [self._user_json(login) for login in issue.assignees],
             "milestone": None,
@@ -1421,7 +1639,7 @@ class FakeGitHub:
         if not isinstance(title, str | int) or not str(title).strip():
             raise _validation({"resource": "Issue", "field": "title", "code": "missing_field"})
         text = body.get("body")
-        labels = self._resolve_labels(r, body.get("labels") or [])
+        labels = self._resolve_labels(r, body.get("labels") or [], ctx.login)
         assignees = self._logins(body.get("assignees") or [], "assignees")
         issue = self._new_issue(r, str(title), text if isinstance(text, str) else None, ctx.login)
         issue.labels, issue.assignees = labels, assignees
@@ -1477,6 +1695,10 @@ class FakeGitHub:
     def _create_comment(self, ctx: _Ctx, owner: str, repo: str, number: str) -> _Resp:
         r = self._repo(owner, repo)
         issue = self._issue_of(r, int(number))
+        if issue.locked:
+            self._require(
+                r, ctx.login, "write", "Unable to create comment because issue is locked."
+            )
         comment = self._new_comment(r, issue, self._comment_body(ctx), ctx.login)
         data = self._comment_json(comment)
         return _Resp(201, data, {"Location": data["url"]})
@@ -1524,7 +1746,8 @@ class FakeGitHub:
     def _add_issue_labels(self, ctx: _Ctx, owner: str, repo: str, number: str) -> _Resp:
         r = self._repo(owner, repo)
         issue = self._issue_of(r, int(number))
-        added = self._resolve_labels(r, self._label_payload(ctx.body))
+        self._require(r, ctx.login, "triage", "Must have triage access to add labels")
+        added = self._resolve_labels(r, self._label_payload(ctx.body), ctx.login)
         labels = issue.labels + [name for name in added if name not in issue.labels]
         self._apply_issue_edit(r, issue, {"labels": labels}, ctx.login)
         return self._issue_labels_resp(r, issue)
@@ -1532,6 +1755,7 @@ class FakeGitHub:
     def _set_issue_labels(self, ctx: _Ctx, owner: str, repo: str, number: str) -> _Resp:
         r = self._repo(owner, repo)
         issue = self._issue_of(r, int(number))
+        self._require(r, ctx.login, "triage", "Must have triage access to set labels")
         self._apply_issue_edit(r, issue, {"labels": self._label_payload(ctx.body)}, ctx.login)
         return self._issue_labels_resp(r, issue)
 
@@ -1558,6 +1782,7 @@ class FakeGitHub:
 
     def _create_label(self, ctx: _Ctx, owner: str, repo: str) -> _Resp:
         r = self._repo(owner, repo)
+        self._require(r, ctx.login, "write", "Must have push access to create a label")
         body = ctx.body if isinstance(ctx.body, dict) else {}
         name = body.get("name")
         if not isinstance(name, str) or not name.strip():
@@ -1586,6 +1811,7 @@ class FakeGitHub:
     def _add_assignees(self, ctx: _Ctx, owner: str, repo: str, number: str) -> _Resp:
         r = self._repo(owner, repo)
         issue = self._issue_of(r, int(number))
+        self._require(r, ctx.login, "triage", "Must have triage access to assign")
         new = issue.assignees + [a for a in self._assignee_payload(ctx) if a not in issue.assignees]
         self._apply_issue_edit(r, issue, {"assignees": new[:10]}, ctx.login)
         return _Resp(201, self._issue_json(r, issue))
@@ -1818,7 +2044,7 @@ class FakeGitHub:
             "statuses_url": f"{api}/statuses/{head_sha}",
             "number": n,
             "state": issue.state,
-            "locked": False,
+            "locked": issue.locked,
             "title": issue.title,
             "user": self._user_json(issue.user),
             "body": issue.body,

@@ -36,8 +36,11 @@ def test_run_with_a_broken_config_exits_2_naming_file_and_key(tmp_path):
 def test_a_second_daemon_on_the_same_socket_refuses_to_start(cluster: Cluster):
     (a,) = cluster.full_mesh(["a"])
     twin = cluster.add("twin")
+    # Its own port and state dir, but the same control socket.
     twin.config_path.write_text(
-        a.config_path.read_text().replace(f"tcp/{a.port}", f"tcp/{twin.port}")
+        a.config_path.read_text()
+        .replace(f"tcp/{a.port}", f"tcp/{twin.port}")
+        .replace(str(a.dir / "state"), str(twin.dir / "state"))
     )
     result = bzzz("--config", str(twin.config_path), "run", timeout=30)
     assert result.returncode == 1

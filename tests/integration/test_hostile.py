@@ -214,7 +214,7 @@ async def test_who_may_say_what_is_checked_and_frames_are_delivered_once(cluster
         (talk,) = daemon.cli("discuss", "o/r#5", "--json")
         assert talk["proposer"] == holder.peer_id and talk["state"] == "open"
         (row,) = [r for r in daemon.cli("tasks", "--json") if r["task"] == "o/r#5"]
-        assert row["holder"] == holder.peer_id and row["phase"] == "held"
+        assert row["holder"] == holder.peer_id and row["phase"] == "claimed"
         assert daemon.status()["messages"]["topics"][COORDINATION_TOPIC]["accepted"] >= 1
     assert daemon.process.poll() is None
 

@@ -2,89 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import re
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.fakes.github import FakeGitHub
-from tests.integration.harness import Cluster, Daemon, wait_until
-
-REPO = "acme/widgets"
-TOKEN = "ghp_testtoken_0123456789abcdef"
-
-
-@pytest.fixture
-def fake(tmp_path: Path) -> Iterator[FakeGitHub]:
-    users = {TOKEN: "bzzz-bot"} | {f"{TOKEN}-{n}": f"bot-{n}" for n in range(5)}
-    with FakeGitHub(tmp_path / "github", users=users) as server:
-        server.create_repo(REPO)
-        yield server
-
-
-def recorder(ran: Path) -> list[str]:
-    """A command that appends the agent's peer id to a file per issue, as the issue asks."""
-    ran.mkdir(exist_ok=True)
-    return [
-        "sh",
-        "-c",
-        f'echo "$BZZZ_PEER_ID" >> {ran}/"$BZZZ_TASK_NUMBER"; echo ran "$BZZZ_TASK_TITLE"',
-    ]
-
-
-def github_settings(fake: FakeGitHub, token: str = TOKEN, **extra: object) -> dict[str, object]:
-    return {
-        "github": {
-            "repositories": [REPO],
-            "base_url": fake.url,
-            "poll_interval": 1,
-            "lease_timeout": 30,
-            "progress_interval": 1,
-            "claim_window": 1,
-            # GitHub asks for pauses between calls; the fake does not need them.
-            "request_interval": 0,
-            "write_interval": 0,
-            **extra,
-        },
-        "env": {"BZZZ_GITHUB_TOKEN": token},
-    }
-
-
-def entries(daemon: Daemon, type_: str) -> list[dict]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bzzz",
-            "--config",
-            str(daemon.config_path),
-            "log",
-            "show",
-            "--json",
-            "--type",
-            type_,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [json.loads(line) for line in out.splitlines()]
-
-
-def standing_claims(fake: FakeGitHub, number: int) -> list[str]:
-    """Claims not ended by a release or a result: at the end there must be none left."""
-    bodies = [c["body"] for c in fake.comments(REPO, number)]
-    claims = {m.group(2) for b in bodies if (m := re.match(r"bzzz-claim: (\S+) (\S+)", b))}
-    ended = {
-        m.group(2) for b in bodies if (m := re.match(r"bzzz-(?:done|release): (\S+) (\S+)", b))
-    }
-    return sorted(claims - ended)
+from tests.integration.github_world import (
+    REPO,
+    TOKEN,
+    entries,
+    github_settings,
+    recorder,
+    standing_claims,
+    start_agents,
+)
+from tests.integration.harness import Cluster, wait_until
 
 
 def test_one_agent_claims_executes_and_reports(cluster: Cluster, fake: FakeGitHub, tmp_path: Path):
@@ -133,27 +65,6 @@ def test_a_failing_command_resets_the_task_until_attempts_run_out(
     assert len(failures) == 2 and all("failure" in f.splitlines()[0] for f in failures)
     assert "exit status 3" in failures[0] and "no way" in failures[0]
     assert len(entries(daemon, "task_failed")) == 2
-
-
-def start_agents(
-    cluster: Cluster, fake: FakeGitHub, count: int, meshed: bool = True, **settings: object
-) -> list[Daemon]:
-    """`count` daemons, each with its own GitHub login; meshed (one bootstrap list naming
-    them all) or deaf to each other."""
-    daemons = []
-    for n in range(count):
-        options = {**github_settings(fake, f"{TOKEN}-{n}"), **settings}
-        options["github"] = {**github_settings(fake)["github"], **settings.get("github", {})}
-        daemons.append(cluster.add("abcdefgh"[n], **options))
-    if meshed:
-        for daemon in daemons:
-            daemon.settings["bootstrap"] = [d.address for d in daemons]
-            daemon.write_config()
-    for daemon in daemons:
-        daemon.start(wait=False)
-    for daemon in daemons:
-        daemon.wait_notified("READY=1", timeout=30)
-    return daemons
 
 
 def _race(cluster: Cluster, fake: FakeGitHub, tmp_path: Path, meshed: bool) -> None:
@@ -253,8 +164,11 @@ def test_a_dead_holders_lease_lapses_and_another_takes_over(
     claims = [b for b in bodies if b.startswith("bzzz-claim:")]
     assert [c.split()[1] for c in claims] == [slow.peer_id, quick.peer_id]
     assert "Taking over" in claims[1]
+    # The lapsed claim is named: its holder cannot come back by renewing it late.
+    slow_nonce = claims[0].split()[2]
+    assert claims[1].splitlines()[0].endswith(f"takes-over:{slow_nonce}")
     assert (tmp_path / "ran" / str(number)).read_text().split() == [quick.peer_id]
-    assert entries(quick, "task_taken_over")[0]["data"]["previous"] == slow.peer_id
+    assert entries(quick, "task_taken_over")[0]["data"]["previous"] == [slow.peer_id]
 
 
 def test_github_faults_back_off_and_never_double_claim(

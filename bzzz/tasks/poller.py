@@ -1,0 +1,156 @@
+"""One poller per cluster: the live peer with the lowest id among those that can poll GitHub.
+
+It polls every `poll_interval` (each page a conditional request: an unchanged list costs only
+free 304s), announces claimable tasks with `task_announcement` (and starts our own claim round
+for them), and sends an availability broadcast marked `poller` after each poll as its
+heartbeat. The others poll themselves when no announcement or heartbeat came for 2 intervals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from bzzz.bus import MessageBus
+from bzzz.config import GithubConfig
+from bzzz.messages import (
+    MAX_LABELS,
+    AvailabilityBroadcast,
+    Message,
+    TaskAnnouncement,
+    line,
+)
+from bzzz.peers import PeerTable
+from bzzz.tasks.board import TaskBoard
+from bzzz.tasks.claims import Claimer
+from bzzz.tasks.github import GitHub, GitHubError
+from bzzz.tasks.model import Phase, Task
+from bzzz.tasks.rounds import ClaimRounds
+
+log = structlog.get_logger(__name__)
+
+Record = Callable[[str, dict[str, Any]], None]
+MAX_BACKOFF_INTERVALS = 8
+
+
+class Poller:
+    def __init__(
+        self,
+        *,
+        github: GitHub,
+        board: TaskBoard,
+        rounds: ClaimRounds,
+        claimer: Claimer,
+        bus: MessageBus,
+        peers: PeerTable,
+        config: GithubConfig,
+        own_id: str,
+        record: Record,
+        heartbeat: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._github = github
+        self._board = board
+        self._rounds = rounds
+        self._claimer = claimer
+        self._bus = bus
+        self._peers = peers
+        self._cfg = config
+        self._own = own_id
+        self._record = record
+        self._heartbeat = heartbeat
+        self._heard = time.monotonic()  # the poller's last sign of life
+        self._cache: dict[str, list[Task]] = {}
+        self._locked_logged: set[str] = set()
+        bus.on(AvailabilityBroadcast, self._on_availability)
+        bus.on(TaskAnnouncement, self._on_announcement)
+
+    def is_poller(self) -> bool:
+        candidates = [self._own] + [
+            r.peer_id
+            for r in self._peers.records()
+            if r.connected and not r.stale and r.polls_github
+        ]
+        return min(candidates) == self._own
+
+    def _poller_silent(self) -> bool:
+        return time.monotonic() - self._heard > 2 * self._cfg.poll_interval
+
+    def _on_availability(self, msg: Message[AvailabilityBroadcast]) -> None:
+        if msg.data.poller:
+            self._heard = time.monotonic()
+
+    def _on_announcement(self, msg: Message[TaskAnnouncement]) -> None:
+        if self._board.serves(msg.data.repository):
+            self._heard = time.monotonic()
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            if self._github.can_poll() and (self.is_poller() or self._poller_silent()):
+                try:
+                    for repository in self._cfg.repositories:
+                        await self._poll(repository)
+                    failures = 0
+                    await self._heartbeat()
+                except GitHubError as exc:
+                    failures += 1
+                    log.warning("github_poll_failed", error=str(exc), failures=failures)
+            # After failures, back off: up to 8 intervals between attempts.
+            backoff = min(2 ** max(failures - 1, 0), MAX_BACKOFF_INTERVALS)
+            await asyncio.sleep(self._cfg.poll_interval * backoff)
+
+    async def _poll(self, repository: str) -> None:
+        found = await self._github.poll(repository, self._cfg.task_label)
+        if found is not None:
+            self._cache[repository] = found
+        for task in sorted(self._cache.get(repository, []), key=lambda t: (-t.priority, t.number)):
+            await self._consider(task)
+
+    async def _consider(self, task: Task) -> None:
+        """A task seen on GitHub: announce it if it is there for the taking."""
+        known = self._board.entry(task)
+        if known is None:
+            return
+        known.task = task
+        labels = set(task.labels)
+        if labels & {self._cfg.completed_label, self._cfg.failed_label}:
+            known.phase = Phase.COMPLETED if self._cfg.completed_label in labels else Phase.FAILED
+            return
+        if task.locked:
+            if task.key not in self._locked_logged:
+                self._locked_logged.add(task.key)
+                log.info("task_locked", task=task.key, reason="the issue is locked: skipped")
+            return
+        if task.key in self._board.held_here() or task.key in self._rounds.running:
+            return
+        takeover = False
+        if self._cfg.in_progress_label in labels:
+            if self._board.holder_of(task.key):
+                return  # its holder is alive on the mesh
+            state = await self._claimer.state(task)
+            if state.standing is not None:
+                known.holder, known.phase = state.standing.peer, Phase.HELD
+                return
+            if state.succeeded:
+                return  # reported; its labels will follow
+            takeover = True
+        await self._bus.publish(
+            TaskAnnouncement(
+                repository=task.repository,
+                task_id=task.number,
+                title=line(task.title, 512),
+                labels=[line(label, 100) for label in task.labels[:MAX_LABELS]],
+                priority=task.priority,
+                task_type=line(task.type, 100),
+                url=task.url if len(task.url) <= 2048 else "",
+                takeover=takeover,
+            )
+        )
+        self._record(
+            "task_announced", {"task": task.key, "title": task.title, "takeover": takeover}
+        )
+        self._rounds.start(task, takeover)

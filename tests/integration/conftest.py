@@ -1,0 +1,1 @@
+from tests.integration.github_world import fake  # noqa: F401 (a fixture)
