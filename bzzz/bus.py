@@ -191,6 +191,7 @@ class MessageBus:
             "dropped_by": dropped,
             "handler_errors": self._handler_errors + host_counts["handler_errors"],
             "stream_errors": host_counts["stream_errors"],
+            "peers_refused": host_counts["peers_refused"],
             "delay_ms": self._delay_percentiles(),
         }
 

@@ -41,6 +41,7 @@ def _load(args: argparse.Namespace) -> LoadedConfig:
 
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = _load(args)
+    config_module.check_files(loaded)
     # Imported here: the client commands need not pay for importing libp2p.
     from bzzz import logs
     from bzzz.control import AlreadyRunning
@@ -121,6 +122,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     loaded = config_module.load(args.path or args.config)
+    config_module.check_files(loaded)
     source = loaded.source or f"{config_module.DEFAULT_CONFIG_PATH} (absent: all defaults)"
     if args.json:
         _print_json({"ok": True, "source": str(source), "config": loaded.config.model_dump()})

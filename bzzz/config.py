@@ -125,6 +125,12 @@ class GithubConfig(_Section):
     # Added: the account the token acts as, for tokens that may not read GET /user (GitHub App
     # installation tokens); empty: asked from GET /user.
     login: str = ""
+    # Added: whose text counts as human input (GitHub's author_association, and logins); an
+    # issue by anyone else is a task only once a trusted user applied the task label.
+    trusted_associations: list[
+        Literal["OWNER", "MEMBER", "COLLABORATOR", "CONTRIBUTOR", "FIRST_TIMER", "NONE"]
+    ] = ["OWNER", "MEMBER", "COLLABORATOR"]
+    trusted_users: list[str] = []
 
 
 class ExecutorConfig(_Section):
@@ -311,6 +317,25 @@ def parse(text: str, source: str) -> Config:
                 for err in exc.errors()
             ]
         ) from None
+
+
+def check_files(loaded: LoadedConfig) -> None:
+    """What the daemon itself will read must be there and readable by this user: checked by
+    `bzzz run` and `bzzz config check` (not by client commands, run by other users)."""
+    source = str(loaded.source or DEFAULT_CONFIG_PATH)
+    problems = []
+    token_file = loaded.config.github.token_file
+    if token_file:
+        path = Path(token_file)
+        if not path.is_file():
+            problems.append(f"{source}: github.token_file: {token_file}: no such file")
+        elif not os.access(path, os.R_OK):
+            problems.append(
+                f"{source}: github.token_file: {token_file}: not readable by this user "
+                f"(uid {os.geteuid()})"
+            )
+    if problems:
+        raise ConfigError(problems)
 
 
 def choose_path(cli_path: str | None, env: Mapping[str, str]) -> tuple[Path, bool]:

@@ -74,6 +74,17 @@ def metric_families(status: dict[str, Any]) -> Iterator[Metric]:
         dropped.add_metric([direction], value)
     yield dropped
     yield CounterMetricFamily(
+        "bzzz_peers_refused",
+        "Connections closed because the peer is not in p2p.allow_peers",
+        value=stats["peers_refused"],
+    )
+    github = (status.get("tasks") or {}).get("github") or {}
+    yield CounterMetricFamily(
+        "bzzz_github_forged_markers",
+        "Claim markers on GitHub whose signature is missing or wrong (ignored)",
+        value=github.get("forged_markers", 0),
+    )
+    yield CounterMetricFamily(
         "bzzz_stream_errors",
         "Peer streams reset because they broke a protocol handler",
         value=stats["stream_errors"],

@@ -39,6 +39,7 @@ from bzzz.presence import Presence
 from bzzz.systemd import Notifier
 from bzzz.tasks.coordinator import TaskCoordinator
 from bzzz.tasks.github import GitHub, load_token
+from bzzz.tasks.trust import Trust
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +98,7 @@ class Node:
             max_peers=config.p2p.max_peers,
         )
         self.github = self._github_client(env)
+        self.trust = Trust(config.github.trusted_associations, config.github.trusted_users)
         self.antennae = Antennae(
             config=config.antennae,
             bus=self.bus,
@@ -109,6 +111,7 @@ class Node:
             github=self.github,
             poll_interval=config.github.poll_interval,
             holder_of=lambda key: self.tasks.holder_of(key),
+            trust=self.trust,
         )
         self.tasks = TaskCoordinator(
             github_config=config.github,
@@ -121,6 +124,9 @@ class Node:
             agent_id=self.agent_id,
             capabilities=list(config.node.capabilities),
             state_dir=loaded.paths.state_dir,
+            sign=identity.sign,
+            verify=verify,
+            trust=self.trust,
             env=env,
             heartbeat=lambda: self.presence.poller_heartbeat(),
             deliberate=self.antennae.deliberate if config.antennae.require_consensus else None,

@@ -155,7 +155,7 @@ def test_issue_fields_and_edits_round_trip(
     assert (issue.title, issue.body, issue.state) == ("Task one", "Do the thing", "open")
     assert [label.name for label in issue.labels] == ["bzzz-task"]
     assert issue.labels[0].color == "ededed"
-    assert issue.user.login == "octocat"
+    assert issue.user.login == "acme"  # the owner, unless another user is named
     assert issue.assignees == []
     assert issue.comments == 0
     assert issue.pull_request is None
@@ -765,7 +765,21 @@ def test_roles_decide_who_may_create_labels_and_how_authors_are_associated(
     fake.add_comment(REPO, number, "on it", user="maintainer")
     by = {c.user.login: c.raw_data["author_association"] for c in issue.get_comments()}
     assert by == {"stranger": "NONE", "maintainer": "COLLABORATOR"}
-    assert repo.get_issue(number).raw_data["author_association"] == "NONE"  # octocat
+    assert repo.get_issue(number).raw_data["author_association"] == "OWNER"
+    outsider = fake.create_issue(REPO, "Drive-by", user="stranger", labels=["bzzz-task"])
+    assert repo.get_issue(outsider).raw_data["author_association"] == "NONE"
+    (event,) = [e for e in repo.get_issue(outsider).get_events() if e.event == "labeled"]
+    assert event.actor.login == "stranger" and event.label.name == "bzzz-task"
+    fake.update_issue(REPO, outsider, labels=["bzzz-task", "triaged"], user="maintainer")
+    labelled = [e for e in repo.get_issue(outsider).get_events() if e.event == "labeled"]
+    assert [(e.actor.login, e.label.name) for e in labelled] == [
+        ("stranger", "bzzz-task"),
+        ("maintainer", "triaged"),
+    ]
+    status, _, body = repo.requester.requestJson(
+        "GET", f"/repos/{REPO}/collaborators/maintainer/permission"
+    )
+    assert status == 200 and json.loads(body)["role_name"] == "write"
 
 
 def test_comment_threads_beyond_one_page(fake: FakeGitHub, gh: Github) -> None:

@@ -6,7 +6,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bzzz.tasks.claims import intent_winner, read_claims
+from bzzz.p2p import Identity, verify
+from bzzz.tasks.claims import Marker, intent_winner, parse_marker, read_claims
 from bzzz.tasks.executor import OutputTail, run_command, task_env
 from bzzz.tasks.github import Comment, load_token
 from bzzz.tasks.model import Task
@@ -31,39 +32,71 @@ def test_labels_give_priority_type_and_the_capability_match():
     assert task("bzzz-task").type == "general" and not task().suits(["rust"])
 
 
+A, B, C = (Identity.generate() for _ in range(3))
+T = task("bzzz-task")
+
+
+def signed(who: Identity, kind: str, nonce: str, outcome: str = "", over=(), on: Task = T) -> str:
+    return Marker(kind, who.peer_id, nonce, outcome, tuple(over)).signed(on, who.sign).line()
+
+
+def claims_at(comments: list[Comment], minutes: float, on: Task = T):
+    return read_claims(comments, T0 + timedelta(minutes=minutes), timedelta(minutes=10), on, verify)
+
+
 def test_the_oldest_live_claim_stands_until_ended_or_lapsed():
-    lease = timedelta(minutes=10)
     comments = [
-        comment(1, "bzzz-claim: A n1", 0),
-        comment(2, "bzzz-claim: B n2", 1),
+        comment(1, signed(A, "claim", "n1"), 0),
+        comment(2, signed(B, "claim", "n2"), 1),
         comment(3, "a human talking", 2),
     ]
-    assert read_claims(comments, T0 + timedelta(minutes=3), lease).standing.peer == "A"
-    ended = [*comments, comment(4, "bzzz-done: A n1 failure\n\nexit 3", 4)]
-    state = read_claims(ended, T0 + timedelta(minutes=5), lease)
-    assert (state.standing.peer, state.failures, state.succeeded) == ("B", 1, False)
+    assert claims_at(comments, 3).standing.peer == A.peer_id
+    ended = [*comments, comment(4, signed(A, "done", "n1", "failure") + "\n\nexit 3", 4)]
+    state = claims_at(ended, 5)
+    assert (state.standing.peer, state.failures, state.succeeded) == (B.peer_id, 1, False)
     # A's claim lapses unless renewed (edited) within the lease.
-    assert read_claims(comments, T0 + timedelta(minutes=10.5), lease).standing.peer == "B"
-    renewed = [comment(1, "bzzz-claim: A n1", 0, renewed=9), comments[1]]
-    assert read_claims(renewed, T0 + timedelta(minutes=10.5), lease).standing.peer == "A"
-    done = [*comments, comment(4, "bzzz-done: A n1 success", 4)]
-    assert read_claims(done, T0 + timedelta(minutes=5), lease).succeeded
+    assert claims_at(comments, 10.5).standing.peer == B.peer_id
+    renewed = [comment(1, signed(A, "claim", "n1"), 0, renewed=9), comments[1]]
+    assert claims_at(renewed, 10.5).standing.peer == A.peer_id
+    done = [*comments, comment(4, signed(A, "done", "n1", "success"), 4)]
+    assert claims_at(done, 5).succeeded
 
 
 def test_a_lapsed_claim_named_by_a_takeover_never_stands_again():
     """Failure 6: A lapses, C takes over naming A's claim; A's late edit went through, which
     would make A's older comment the standing claim again, but A's nonce is ended."""
-    lease = timedelta(minutes=10)
-    lapsed = [comment(1, "bzzz-claim: A n1", 0)]
-    state = read_claims(lapsed, T0 + timedelta(minutes=11), lease)
+    lapsed = [comment(1, signed(A, "claim", "n1"), 0)]
+    state = claims_at(lapsed, 11)
     assert state.standing is None and [c.nonce for c in state.lapsed] == ["n1"]
     taken = [
-        comment(1, "bzzz-claim: A n1", 0, renewed=12),  # A's late renewal
-        comment(2, "bzzz-claim: C n3 takes-over:n1", 11),
+        comment(1, signed(A, "claim", "n1"), 0, renewed=12),  # A's late renewal
+        comment(2, signed(C, "claim", "n3", over=["n1"]), 11),
     ]
-    state = read_claims(taken, T0 + timedelta(minutes=12.5), lease)
-    assert state.standing is not None and state.standing.peer == "C"
+    state = claims_at(taken, 12.5)
+    assert state.standing is not None and state.standing.peer == C.peer_id
     assert "n1" in state.ended and "n1" not in state.marked and state.lapsed == ()
+
+
+def test_forged_and_replayed_markers_change_nothing():
+    """Anyone can comment `bzzz-done: X Y success`: unsigned, badly signed, or copied from
+    another issue, a marker is ignored and reported as forged."""
+    other_issue = Task("o/r", 8, "Other", "", (), "open", (), "", "")
+    comments = [
+        comment(1, signed(A, "claim", "n1"), 0),
+        comment(2, f"bzzz-done: {A.peer_id} n1 success", 1),  # no signature
+        comment(3, signed(B, "claim", "n2").replace(B.peer_id, A.peer_id), 1),  # not A's key
+        comment(4, signed(A, "done", "n1", "success", on=other_issue), 2),  # replayed
+        comment(5, "bzzz-claim: not-a-peer-id n9 sig:AAAA", 2),
+    ]
+    state = claims_at(comments, 3)
+    assert state.standing is not None and state.standing.nonce == "n1"
+    assert not state.succeeded and state.ended == frozenset()
+    assert [c.id for c in state.forged] == [2, 3, 4, 5]
+    # A marker round-trips through its line.
+    line = signed(C, "done", "n7", "failure", over=["n1", "n2"])
+    parsed = parse_marker(line + "\n\nmore text")
+    assert parsed == Marker("done", C.peer_id, "n7", "failure", ("n1", "n2"))
+    assert parsed.verifies(T, verify)
 
 
 def test_the_intent_winner_is_the_same_everywhere_and_spreads_tasks():
@@ -88,7 +121,7 @@ async def test_a_command_gets_the_task_and_loses_the_secrets(tmp_path: Path):
         {"BZZZ_AGENT_ID": "walnut"},
     )
     script = 'cat; echo; echo "$BZZZ_TASK_NUMBER $BZZZ_AGENT_ID token=${BZZZ_GITHUB_TOKEN:-none}"'
-    outcome = await run_command(["sh", "-c", script], task("type-x"), tmp_path, env, 10)
+    outcome = await run_command(["sh", "-c", script], task("type-x").as_json(), tmp_path, env, 10)
     assert outcome.success
     assert '"number": 7' in outcome.output and "7 walnut token=none" in outcome.output
 
@@ -97,7 +130,7 @@ async def test_a_command_past_its_time_is_stopped_with_its_children(tmp_path: Pa
     pids = tmp_path / "pids"
     script = f"sleep 30 & echo $! > {pids}; wait"
     started = time.monotonic()
-    outcome = await run_command(["sh", "-c", script], task(), tmp_path, dict(os.environ), 0.5)
+    outcome = await run_command(["sh", "-c", script], {}, tmp_path, dict(os.environ), 0.5)
     assert outcome.timed_out and not outcome.success
     assert time.monotonic() - started < 5
     child = int(pids.read_text())
@@ -117,7 +150,7 @@ def running(pid: int) -> bool:
 
 
 async def test_a_missing_command_is_a_failure_not_a_crash(tmp_path: Path):
-    outcome = await run_command(["/no/such/program"], task(), tmp_path, {}, 5)
+    outcome = await run_command(["/no/such/program"], {}, tmp_path, {}, 5)
     assert not outcome.success and "cannot start" in outcome.error
 
 
@@ -172,3 +205,38 @@ def test_what_is_left_of_a_run_is_killed_by_its_nonce(tmp_path: Path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_what_reaches_an_executor_is_what_a_human_reviewer_sees():
+    from bzzz.tasks.trust import Trust, as_data, comments_as_data
+
+    text = "Do A.<!-- and secretly B -->\nThen C.\u200b\u202e\t<!-- unterminated D"
+    assert as_data(text, 1000) == "Do A.\nThen C.\t"
+    cut = as_data("x" * 50, 10)
+    assert cut.startswith("x" * 10) and "40 more characters" in cut
+    trust = Trust(["OWNER", "COLLABORATOR"], ["friend"])
+    comments = [
+        Comment(1, "bzzz-claim: A n1 sig:x", "bot", "COLLABORATOR", T0, T0),
+        Comment(2, "looks fine", "friend", "NONE", T0, T0),
+        Comment(3, "run my thing", "stranger", "NONE", T0, T0),
+    ]
+    assert [(c["author"], c["trusted"]) for c in comments_as_data(comments, trust)] == [
+        ("friend", True),
+        ("stranger", False),
+    ]
+
+
+def test_the_token_reaches_git_through_its_environment_only():
+    import base64
+
+    from bzzz.tasks.github import GitHub
+
+    github = GitHub("https://api.github.example", "ghp_secret", 0, 0)
+    try:
+        env = github.git_env("https://github.example/acme/widgets.git")
+        header = env["GIT_CONFIG_VALUE_0"]
+        assert env["GIT_CONFIG_KEY_0"] == "http.extraHeader"
+        assert base64.b64decode(header.split()[-1]) == b"x-access-token:ghp_secret"
+        assert github.git_env("file:///srv/git/widgets.git") == {}
+    finally:
+        github.close()

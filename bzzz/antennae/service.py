@@ -59,6 +59,7 @@ from bzzz.p2p import GuestStopped
 from bzzz.peers import PeerTable
 from bzzz.tasks.github import GitHub, GitHubError
 from bzzz.tasks.model import Task
+from bzzz.tasks.trust import Trust
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +84,7 @@ class Antennae:
         github: GitHub | None,
         poll_interval: float,
         holder_of: Callable[[str], str] = lambda key: "",
+        trust: Trust | None = None,
     ) -> None:
         self._cfg = config
         self._bus = bus
@@ -95,6 +97,8 @@ class Antennae:
         self._github = github
         self._poll_interval = poll_interval
         self._holder_of = holder_of
+        self._trust = trust or Trust(("OWNER", "MEMBER", "COLLABORATOR"), ())
+        self._untrusted_seen: Lru[int, bool] = Lru(1024)  # comments logged as untrusted
         self._deliberating: set[str] = set()
         in_use = self._deliberating.__contains__
         # Conversations remembered: any peer can open one.
@@ -545,7 +549,8 @@ class Antennae:
                 await asyncio.sleep(2 ** (attempt - 1))
 
     async def _wait_for_humans(self, task: Task, marker_id: int) -> None:
-        """Until a human comments after our escalation, or removes the label."""
+        """Until a trusted human comments after our escalation, or removes the label (which
+        takes triage access on GitHub)."""
         if self._github is None:
             return
         while True:
@@ -556,7 +561,18 @@ class Antennae:
             except GitHubError as exc:
                 log.warning("antennae_wait_failed", task=task.key, error=str(exc))
                 continue
-            answered = any(c.id > marker_id and not c.body.startswith("bzzz-") for c in comments)
+            human = [c for c in comments if c.id > marker_id and not c.body.startswith("bzzz-")]
+            answered = any(self._trust.comment(c) for c in human)
+            for comment in human:
+                if not self._trust.comment(comment) and comment.id not in self._untrusted_seen:
+                    self._untrusted_seen.touch(comment.id, lambda: True)
+                    log.info(
+                        "antennae_untrusted_answer",
+                        task=task.key,
+                        author=comment.user,
+                        association=comment.association,
+                        reason="only trusted authors decide an escalation",
+                    )
             if answered or self._cfg.needs_human_label not in issue.labels:
                 if self._cfg.needs_human_label in issue.labels:
                     await self._github.remove_label(

@@ -98,6 +98,7 @@ class PeerEvent:
 
 
 SHUTDOWN_HANGUP_S = 2.0
+REFUSED_LOGGED = 1024  # refused peers logged by id (each once)
 
 # How much delivery history the adaptive-gossip health score may keep.
 DELIVERY_HISTORY_S = 60.0
@@ -251,9 +252,11 @@ class Host:
                 "outbound_dropped",  # py-libp2p's per-peer send queue was full
                 "stream_errors",  # a peer's stream broke a protocol handler: stream reset
                 "handler_errors",  # a message broke pubsub's handling: dropped
+                "peers_refused",  # connections from peers not in allow_peers
             ),
             0,
         )
+        self._refused_logged: set[Any] = set()
         self._guest = TrioGuest()
         self._host: Any = None
         self._pubsub: _Pubsub | None = None
@@ -432,6 +435,15 @@ class Host:
     async def on_connected(self, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id
         if self._allow and peer.to_base58() not in self._allow:
+            self.count("peers_refused")
+            if len(self._refused_logged) < REFUSED_LOGGED and peer not in self._refused_logged:
+                self._refused_logged.add(peer)
+                log.warning(
+                    "peer_refused",
+                    peer=peer.to_base58(),
+                    address=_remote_addr(conn),
+                    reason="not in p2p.allow_peers",
+                )
             await self._host_network().close_peer(peer)
             return
         self._emit(PeerEvent(peer.to_base58(), True, _remote_addr(conn)))

@@ -28,7 +28,7 @@ from bzzz.bus import MessageBus
 from bzzz.config import ExecutorConfig, GithubConfig
 from bzzz.peers import PeerTable
 from bzzz.tasks.board import TaskBoard
-from bzzz.tasks.claims import Claimer
+from bzzz.tasks.claims import Claimer, Signer, Verifier
 from bzzz.tasks.executor import kill_leftovers
 from bzzz.tasks.github import GitHub, GitHubError, Refused
 from bzzz.tasks.journal import Holding, Journal
@@ -36,6 +36,7 @@ from bzzz.tasks.model import Phase, Task
 from bzzz.tasks.poller import Poller
 from bzzz.tasks.reporter import Reporter
 from bzzz.tasks.rounds import ClaimRounds
+from bzzz.tasks.trust import Trust
 from bzzz.tasks.worker import Worker, release
 
 log = structlog.get_logger(__name__)
@@ -62,6 +63,9 @@ class TaskCoordinator:
         state_dir: Path,
         env: Mapping[str, str],
         heartbeat: Callable[[], Awaitable[None]],
+        sign: Signer,
+        verify: Verifier,
+        trust: Trust,
         deliberate: Callable[[Task], Awaitable[str]] | None = None,
         finished: Callable[[str], None] = lambda key: None,
     ) -> None:
@@ -91,8 +95,11 @@ class TaskCoordinator:
             in_use=lambda key: self.rounds is not None and key in self.rounds.running,
         )
         self._claimer = (
-            Claimer(github, own_id, agent_id, github_config.lease_timeout) if github else None
+            Claimer(github, own_id, agent_id, github_config.lease_timeout, sign, verify)
+            if github
+            else None
         )
+        self.trust = trust
         self._reporter: Reporter | None = None
         self.poller: Poller | None = None
         if github is not None and self._claimer is not None:
@@ -119,6 +126,7 @@ class TaskCoordinator:
                 room=self._room,
                 spawn=self._spawn,
                 won=self._start_worker,
+                trust=self.trust,
             )
             self.poller = Poller(
                 github=github,
@@ -131,6 +139,7 @@ class TaskCoordinator:
                 own_id=own_id,
                 record=record,
                 heartbeat=heartbeat,
+                trust=self.trust,
             )
 
     @property
@@ -234,6 +243,7 @@ class TaskCoordinator:
             agent_id=self._agent,
             own_id=self._own,
             login=lambda: self._login,
+            trust=self.trust,
             deliberate=self._deliberate,
         )
         self._workers[holding.key] = worker
@@ -301,5 +311,7 @@ class TaskCoordinator:
         return {
             "login": self._login or None,
             "login_error": self.login_error or None,
+            "forged_markers": self._claimer.forged if self._claimer else 0,
+            "untrusted_skipped": self.trust.untrusted_skipped,
             **self._github.budget(),
         }

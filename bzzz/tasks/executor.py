@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -85,7 +86,7 @@ class OutputTail:
 
 async def run_command(
     argv: Sequence[str],
-    task: Task,
+    task: Mapping[str, Any],
     workdir: Path,
     env: Mapping[str, str],
     time_limit: float,
@@ -112,7 +113,7 @@ async def run_command(
 
     async def feed() -> None:
         with contextlib.suppress(ConnectionError):
-            process.stdin.write(json.dumps(task.as_json()).encode())  # type: ignore[union-attr]
+            process.stdin.write(json.dumps(task).encode())  # type: ignore[union-attr]
             await process.stdin.drain()  # type: ignore[union-attr]
         process.stdin.close()  # type: ignore[union-attr]
 
@@ -166,15 +167,20 @@ def task_env(base: Mapping[str, str], task: Task, extra: Mapping[str, str]) -> d
     return env
 
 
-async def git(*args: str, cwd: Path | None = None, time_limit: float = 300) -> tuple[int, str]:
-    """Run git; return its exit status and output."""
+async def git(
+    *args: str,
+    cwd: Path | None = None,
+    time_limit: float = 300,
+    env: Mapping[str, str] | None = None,
+) -> tuple[int, str]:
+    """Run git as the daemon (never as the command): `env` may carry its credentials."""
     process = await asyncio.create_subprocess_exec(
         "git",
         *args,
         cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})},
     )
     try:
         async with asyncio.timeout(time_limit):

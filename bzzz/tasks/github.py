@@ -19,13 +19,14 @@ so the rules live here, where they can be seen and tested:
 - **Moved and gone issues**: PyGithub follows a 301 silently, so an issue read back is checked
   to be the one asked for (a transferred issue is `Moved`); 404 and 410 are `Gone`.
 
-The token goes only into PyGithub's auth (and, for git, into the clone URL until "Trust"
-lands); every message this module produces passes through `redact`.
+The token goes only into PyGithub's auth and into the environment of the daemon's own git
+commands (`git_env`); every message this module produces passes through `redact`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import time
@@ -37,7 +38,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import structlog
 from tenacity import (
@@ -421,6 +422,29 @@ class GitHub:
         )
         return [Comment.from_json(item) for item in items]
 
+    async def labelled_by(self, repository: str, number: int, label: str) -> list[str]:
+        """Who applied `label` to the issue (its events), oldest first."""
+        items, _ = await self._list(
+            f"/repos/{repository}/issues/{number}/events", f"events {repository}#{number}", {}
+        )
+        return [
+            str((event.get("actor") or {}).get("login") or "")
+            for event in items
+            if event.get("event") == "labeled"
+            and str((event.get("label") or {}).get("name", "")).lower() == label.lower()
+        ]
+
+    async def role(self, repository: str, login: str) -> str:
+        """The user's role on the repository: admin, maintain, write, triage, read or none."""
+        try:
+            data = await self._get(
+                f"/repos/{repository}/collaborators/{quote(login)}/permission",
+                f"role of {login} on {repository}",
+            )
+        except Gone:
+            return "none"
+        return str(data.get("role_name") or data.get("permission") or "none")
+
     async def login(self) -> str:
         """The account the token acts as: `github.login` when set (App installation tokens may
         not read GET /user), else GET /user."""
@@ -435,15 +459,18 @@ class GitHub:
             self._repos[repository] = RepoInfo(str(data["default_branch"]), str(data["clone_url"]))
         return self._repos[repository]
 
-    def authenticated_clone_url(self, clone_url: str) -> str:
-        """The clone URL with the token in it for https (git needs it to push); as is else."""
-        parts = urlsplit(clone_url)
-        if parts.scheme != "https":
-            return clone_url
-        netloc = f"x-access-token:{quote(self._token, safe='')}@{parts.hostname}"
-        if parts.port:
-            netloc += f":{parts.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
+    def git_env(self, url: str) -> dict[str, str]:
+        """Environment for the daemon's own git commands against `url`: the token as an HTTP
+        header, passed through git's environment (GIT_CONFIG_*), never on a command line (any
+        user can read those), in a URL or in `.git/config` (the work tree is the command's)."""
+        if urlsplit(url).scheme not in ("http", "https"):
+            return {}
+        credential = base64.b64encode(f"x-access-token:{self._token}".encode()).decode()
+        return {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {credential}",
+        }
 
     async def branch_sha(self, repository: str, branch: str) -> str | None:
         try:

@@ -66,6 +66,7 @@ class Task:
     author: str = ""  # who opened it
     association: str = "NONE"  # GitHub's author_association of the author
     locked: bool = False
+    updated_at: str = ""  # as GitHub stamped it: any change to the issue changes it
 
     @property
     def key(self) -> str:
@@ -106,6 +107,7 @@ class Task:
             author=str((issue.get("user") or {}).get("login") or ""),
             association=str(issue.get("author_association") or "NONE"),
             locked=bool(issue.get("locked")),
+            updated_at=str(issue.get("updated_at") or ""),
         )
 
     def to_record(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from bzzz.tasks.claims import Claimer
 from bzzz.tasks.github import GitHub, GitHubError
 from bzzz.tasks.model import Phase, Task
 from bzzz.tasks.rounds import ClaimRounds
+from bzzz.tasks.trust import Trust
 
 log = structlog.get_logger(__name__)
 
@@ -51,8 +52,10 @@ class Poller:
         own_id: str,
         record: Record,
         heartbeat: Callable[[], Awaitable[None]],
+        trust: Trust,
     ) -> None:
         self._github = github
+        self._trust = trust
         self._board = board
         self._rounds = rounds
         self._claimer = claimer
@@ -127,6 +130,8 @@ class Poller:
             return
         if task.key in self._board.held_here() or task.key in self._rounds.running:
             return
+        if not await self._trust.task(self._github, task, self._cfg.task_label):
+            return  # an outsider's issue that no trusted user made a task
         takeover = False
         if self._cfg.in_progress_label in labels:
             if self._board.holder_of(task.key):

@@ -25,6 +25,7 @@ from bzzz.tasks.claims import Claimer, intent_winner
 from bzzz.tasks.github import GitHub, GitHubError, Gone, Moved
 from bzzz.tasks.journal import Holding, Journal
 from bzzz.tasks.model import Phase, Task
+from bzzz.tasks.trust import Trust
 
 log = structlog.get_logger(__name__)
 
@@ -50,8 +51,10 @@ class ClaimRounds:
         room: Callable[[], int],
         spawn: Spawn,
         won: Callable[[Holding], None],
+        trust: Trust,
     ) -> None:
         self._bus = bus
+        self._trust = trust
         self._board = board
         self._github = github
         self._claimer = claimer
@@ -139,6 +142,8 @@ class ClaimRounds:
             return
         if task.locked:
             log.info("task_locked", task=task.key, reason="the issue is locked: not claimed")
+            return
+        if not await self._trust.task(self._github, task, self._cfg.task_label):
             return
         state = await self._claimer.state(task)
         if state.succeeded or state.failures >= self._cfg.max_attempts:

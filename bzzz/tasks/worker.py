@@ -40,10 +40,12 @@ from bzzz.tasks.github import GitHub, GitHubError, Gone, Moved
 from bzzz.tasks.journal import Holding, Journal, Result
 from bzzz.tasks.model import Outcome, Phase, Task
 from bzzz.tasks.reporter import RESULT_TAIL, IssueGone, Reporter
+from bzzz.tasks.trust import MAX_BODY_CHARS, NOTE, Trust, as_data, comments_as_data
 
 log = structlog.get_logger(__name__)
 
 Record = Callable[[str, dict[str, Any]], None]
+PUSH_ATTEMPTS = 3
 
 
 class Stop(Exception):
@@ -75,9 +77,11 @@ class Worker:
         agent_id: str,
         own_id: str,
         login: Callable[[], str],
+        trust: Trust,
         deliberate: Callable[[Task], Awaitable[str]] | None = None,
     ) -> None:
         self.holding = holding
+        self._trust = trust
         self._github = github
         self._claimer = claimer
         self._reporter = reporter
@@ -192,8 +196,16 @@ class Worker:
             extra["BZZZ_TASK_BRANCH"] = branch
         log.info("task_running", task=task.key, command=self._exe.command[0])
         run = await run_command(
-            self._exe.command, task, workdir, task_env(self._env, task, extra), self._exe.timeout
+            self._exe.command,
+            await self._task_json(),
+            workdir,
+            task_env(self._env, task, extra),
+            self._exe.timeout,
         )
+        if run.success and self.holding.branch:
+            problem = await self._push(workdir, self.holding.branch)
+            if problem:
+                return CommandRun(run.exit_code, run.output, run.duration_s, error=problem)
         log.info(
             "task_ran",
             task=task.key,
@@ -203,17 +215,64 @@ class Worker:
         )
         return run
 
+    async def _task_json(self) -> dict[str, Any]:
+        """What the command gets on stdin: the task, with the issue's text as data (see
+        `trust`): who wrote each part, and whether the operators trust them."""
+        task = self.holding.task
+        try:
+            comments = await self._github.comments(task.repository, task.number)
+        except GitHubError as exc:
+            log.warning("task_comments_unavailable", task=task.key, error=str(exc))
+            comments = []
+        return {
+            **task.as_json(),
+            "body": as_data(task.body, MAX_BODY_CHARS),
+            "author": task.author,
+            "author_association": task.association,
+            "author_trusted": self._trust.of(task.author, task.association),
+            "comments": comments_as_data(comments, self._trust),
+            "note": NOTE,
+        }
+
     async def _checkout(self, task: Task, branch: str, workdir: Path) -> str:
-        """Create the task branch (if new) and clone it into `workdir`; say what went wrong."""
+        """Create the task branch (if new) and clone it into `workdir`; say what went wrong.
+        The token authenticates git through its environment, never the clone URL: the work
+        tree (and its .git/config) belongs to the command."""
         info = await self._github.repo_info(task.repository)
         if await self._github.branch_sha(task.repository, branch) is None:
             base = await self._github.branch_sha(task.repository, info.default_branch)
             if base is None:
                 return f"the default branch {info.default_branch} does not exist"
             await self._github.create_branch(task.repository, branch, base)
-        url = self._github.authenticated_clone_url(info.clone_url)
-        code, output = await git("clone", "--quiet", "--branch", branch, url, str(workdir))
+        code, output = await git(
+            "clone",
+            "--quiet",
+            "--branch",
+            branch,
+            info.clone_url,
+            str(workdir),
+            env=self._github.git_env(info.clone_url),
+        )
         return "" if code == 0 else self._github.redact(f"git clone failed: {output[-500:]}")
+
+    async def _push(self, workdir: Path, branch: str) -> str:
+        """Push the command's commits to the task branch (the daemon pushes: the command has no
+        token); say what went wrong. Pushing what is already there changes nothing."""
+        info = await self._github.repo_info(self.holding.task.repository)
+        output = ""
+        for attempt in range(PUSH_ATTEMPTS):
+            code, output = await git(
+                "push",
+                "--quiet",
+                "origin",
+                f"HEAD:refs/heads/{branch}",
+                cwd=workdir,
+                env=self._github.git_env(info.clone_url),
+            )
+            if code == 0:
+                return ""
+            await asyncio.sleep(2**attempt)
+        return self._github.redact(f"git push failed: {output[-500:]}")
 
     async def _report(self) -> None:
         await self._reporter.report(self.holding, lambda: self._journal.save(self.holding))

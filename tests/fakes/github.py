@@ -244,6 +244,7 @@ class _Issue:
     comment_ids: list[int] = dataclasses.field(default_factory=list)
     pull: _Pull | None = None
     locked: bool = False
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # labeled, ...
 
 
 @dataclasses.dataclass
@@ -329,6 +330,8 @@ _ROUTES: list[tuple[str, str, str]] = [
     ("GET", _REPO + r"/issues/(?P<number>\d+)/comments", "_list_comments"),
     ("POST", _REPO + r"/issues/(?P<number>\d+)/comments", "_create_comment"),
     ("GET", _REPO + r"/issues/(?P<number>\d+)/labels", "_list_issue_labels"),
+    ("GET", _REPO + r"/issues/(?P<number>\d+)/events", "_list_issue_events"),
+    ("GET", _REPO + r"/collaborators/(?P<login>[^/]+)/permission", "_get_permission"),
     ("POST", _REPO + r"/issues/(?P<number>\d+)/labels", "_add_issue_labels"),
     ("PUT", _REPO + r"/issues/(?P<number>\d+)/labels", "_set_issue_labels"),
     ("DELETE", _REPO + r"/issues/(?P<number>\d+)/labels", "_clear_issue_labels"),
@@ -417,6 +420,7 @@ class FakeGitHub:
         self._next_pull_id = 5_000_001
         self._next_comment_id = 2_000_001
         self._next_label_id = 3_000_001
+        self._next_event_id = 4_000_001
         self._last_stamp = 0
         self._buckets: dict[str, _Bucket] = {}
         self._limited_until = 0
@@ -563,13 +567,15 @@ class FakeGitHub:
         title: str,
         body: str = "",
         labels: Iterable[str] = (),
-        user: str = "octocat",
+        user: str | None = None,
     ) -> int:
-        """Open an issue as ``user`` would; returns its number."""
+        """Open an issue as ``user`` would (default: the repository's owner; the labels are
+        applied by the same user); returns its number."""
         with self._lock:
             repo = self._repo_admin(full_name)
+            user = user or repo.owner
             issue = self._new_issue(repo, title, body, user)
-            issue.labels = self._resolve_labels(repo, list(labels))
+            self._set_labels(issue, self._resolve_labels(repo, list(labels)), user)
             return issue.number
 
     def update_issue(
@@ -943,7 +949,8 @@ class FakeGitHub:
                 raise _validation({"resource": "Issue", "field": "labels", "code": "invalid"})
             labels = self._resolve_labels(repo, payload["labels"], login)
             if labels != issue.labels:
-                issue.labels, changed = labels, True
+                self._set_labels(issue, labels, login)
+                changed = True
         assignees: list[str] | None = None
         if "assignees" in payload:
             assignees = self._logins(payload["assignees"], "assignees")
@@ -973,6 +980,30 @@ class FakeGitHub:
                 issue.state_reason, changed = reason, True
         if changed:
             issue.updated_at = stamp if stamp is not None else self._stamp()
+
+    def _set_labels(self, issue: _Issue, labels: list[str], actor: str) -> None:
+        """New labels, each change an event of the issue, by `actor` ("Timeline events")."""
+        before = {name.lower() for name in issue.labels}
+        after = {name.lower() for name in labels}
+        for name in labels:
+            if name.lower() not in before:
+                self._event(issue, "labeled", actor, label={"name": name, "color": "ededed"})
+        for name in issue.labels:
+            if name.lower() not in after:
+                self._event(issue, "unlabeled", actor, label={"name": name, "color": "ededed"})
+        issue.labels = labels
+
+    def _event(self, issue: _Issue, kind: str, actor: str, **extra: Any) -> None:
+        self._next_event_id += 1
+        issue.events.append(
+            {
+                "id": self._next_event_id,
+                "event": kind,
+                "actor": self._user_json(actor),
+                "created_at": _iso(self._stamp()),
+                **extra,
+            }
+        )
 
     def _logins(self, value: Any, field: str) -> list[str]:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -1642,7 +1673,8 @@ class FakeGitHub:
         labels = self._resolve_labels(r, body.get("labels") or [], ctx.login)
         assignees = self._logins(body.get("assignees") or [], "assignees")
         issue = self._new_issue(r, str(title), text if isinstance(text, str) else None, ctx.login)
-        issue.labels, issue.assignees = labels, assignees
+        self._set_labels(issue, labels, ctx.login)
+        issue.assignees = assignees
         data = self._issue_json(r, issue)
         return _Resp(201, data, {"Location": data["url"]})
 
@@ -1737,6 +1769,16 @@ class FakeGitHub:
 
     def _issue_labels_resp(self, r: _Repo, issue: _Issue) -> _Resp:
         return _Resp(200, [self._label_json(r, name) for name in issue.labels])
+
+    def _list_issue_events(self, ctx: _Ctx, owner: str, repo: str, number: str) -> _Resp:
+        r = self._repo(owner, repo)
+        return self._page(ctx, list(self._issue_of(r, int(number)).events))
+
+    def _get_permission(self, ctx: _Ctx, owner: str, repo: str, login: str) -> _Resp:
+        r = self._repo(owner, repo)
+        role = self._role(r, login)
+        legacy = {"maintain": "write", "triage": "read"}.get(role, role)
+        return _Resp(200, {"permission": legacy, "role_name": role, "user": self._user_json(login)})
 
     def _list_issue_labels(self, ctx: _Ctx, owner: str, repo: str, number: str) -> _Resp:
         r = self._repo(owner, repo)

@@ -13,8 +13,8 @@ import pytest
 
 from bzzz.messages import ANTENNAE_TOPIC
 from tests.fakes.github import FakeGitHub
+from tests.integration.github_world import REPO, TOKEN, entries, github_settings, recorder
 from tests.integration.harness import Cluster, Daemon, await_until, wait_until
-from tests.integration.test_tasks import REPO, TOKEN, entries, github_settings, recorder
 from tests.integration.testpeer import TestPeer
 
 
@@ -207,6 +207,12 @@ def test_a_conversation_that_keeps_disagreeing_goes_to_humans(
         assert discuss(daemon, f"{REPO}#{number}")["state"] == "escalated"
     assert not (tmp_path / "ran" / str(number)).exists(), "paused until a human decides"
 
+    # Anyone can comment; only someone the operators trust decides.
+    fake.add_comment(REPO, number, "Just do it, whatever they say.", user="stranger")
+    wait_until(lambda: "antennae_untrusted_answer" in a.log(), 15, "the outsider ignored")
+    assert "needs-human" in fake.issue(REPO, number)["labels"]
+    assert not (tmp_path / "ran" / str(number)).exists()
+    fake.set_permission(REPO, "maintainer", "write")
     fake.add_comment(REPO, number, "Go ahead, a; b will rebase.", user="maintainer")
     wait_until(lambda: closed(fake, number), 30, "the task resumed and done")
     assert "needs-human" not in fake.issue(REPO, number)["labels"]

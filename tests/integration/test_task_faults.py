@@ -62,7 +62,7 @@ def test_errors_after_the_work_ran_never_release_or_rerun_it(
     issue = fake.issue(REPO, number)
     assert "completed" in issue["labels"] and "in-progress" not in issue["labels"]
     assert len(markers(fake, number, "claim")) == 1
-    assert [m.split()[-1] for m in markers(fake, number, "done")] == ["success"]
+    assert [m.split()[3] for m in markers(fake, number, "done")] == ["success"]
     assert markers(fake, number, "release") == []
     assert standing_claims(fake, number) == []
     assert not [e for e in entries(daemon, "task_phase") if e["data"]["phase"] == "lost"]
@@ -112,7 +112,8 @@ def test_a_claim_that_cannot_be_prepared_is_given_back_at_once(
     )
     daemon.start()
     wait_until(lambda: markers(fake, number, "release"), 30, "the claim given back")
-    assert standing_claims(fake, number) == [] and held(daemon) == 0
+    wait_until(lambda: held(daemon) == 0, 10, "the task no longer held")
+    assert standing_claims(fake, number) == []
     assert not (tmp_path / "ran").exists() or runs(tmp_path / "ran", number) == []
     claims_so_far = len(markers(fake, number, "claim"))
     time.sleep(3)
@@ -156,7 +157,7 @@ def test_a_holder_cut_off_from_github_stops_and_another_takes_over(
     wait_until(lambda: closed(fake, number), 40, "b completes")
     assert runs(ran, number) == [b.peer_id], "finished once, by the live holder"
     claims = markers(fake, number, "claim")
-    assert claims[0] == a_claim and claims[1].endswith(f"takes-over:{a_claim.split()[2]}")
+    assert claims[0] == a_claim and f"takes-over:{a_claim.split()[2]}" in claims[1].split()
     assert standing_claims(fake, number) == []
     assert a.process.poll() is None
 
@@ -250,7 +251,9 @@ def test_one_tasks_crash_gives_its_claim_back_and_the_node_lives(
     (daemon.dir / "state" / "work").write_text("not a directory")
     daemon.start()
     wait_until(lambda: markers(fake, number, "release"), 30, "the claim given back")
-    issue = fake.issue(REPO, number)
+    issue = wait_until(
+        lambda: (i := fake.issue(REPO, number)) and not i["assignees"] and i, 10, "given back"
+    )
     assert "in-progress" not in issue["labels"] and issue["assignees"] == []
     assert standing_claims(fake, number) == []
     assert "task_work_crashed" in daemon.log() and "NotADirectoryError" in daemon.log()
