@@ -50,6 +50,11 @@ PYTHON="$(command -v python3 || true)"
     || die "the venv module is missing (apt-get install python3-venv)"
 [ -f "$SRC/pyproject.toml" ] && [ -f "$SRC/deploy/bzzz.service" ] \
     || die "run me from a bzzz checkout ($SRC has no pyproject.toml)"
+# Not needed to join the mesh, only to take tasks: the node says so in `bzzz status`.
+for tool in bwrap:bubblewrap git:git prlimit:util-linux; do
+    command -v "${tool%%:*}" >/dev/null \
+        || say "warning: ${tool%%:*} not found: this node will take no tasks (apt-get install ${tool#*:})"
+done
 
 # ---- user --------------------------------------------------------------------------------
 if ! getent group "$SERVICE_USER" >/dev/null; then

@@ -250,6 +250,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"peers:      {counts['connected']} connected, {counts['known']} known")
     if status["peers"]:
         _print_peer_table(status["peers"])
+    executor = (status.get("tasks") or {}).get("executor")
+    if executor:
+        print(f"executor:   {_executor_line(executor)}")
     stats = status["messages"]
     print("messages:")
     for topic, counts in stats["topics"].items():
@@ -265,8 +268,62 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _executor_line(executor: dict[str, Any]) -> str:
+    line = str(executor["kind"]) + (f" ({executor['model']})" if executor["model"] else "")
+    if executor["sandbox"] == "none":
+        line += ", NO SANDBOX (executor.sandbox = none)"
+    else:
+        network = "network on" if executor["sandbox_network"] else "network off"
+        proc = "" if executor["sandbox_private_proc"] else ", the service's /proc"
+        line += f", sandbox {executor['sandbox']} ({network}{proc})"
+    if executor["problem"]:
+        line += f"; takes no tasks: {executor['problem']}"
+    return line
+
+
+def _show_transcript(args: argparse.Namespace) -> int:
+    """The newest transcript of TASK in this node's state dir, read from disk."""
+    if not args.task or "#" not in args.task:
+        _error("--transcript needs a task: owner/repo#n")
+        return EXIT_USAGE
+    directory = _load(args).paths.state_dir / "transcripts"
+    prefix = args.task.replace("/", "__") + "-"
+    try:
+        found = sorted(
+            (p for p in directory.glob("*.jsonl") if p.name.startswith(prefix)),
+            key=lambda p: p.stat().st_mtime,
+        )
+    except OSError as exc:
+        _error(f"cannot read {directory}: {exc.strerror}")
+        return EXIT_FAILURE
+    if not found:
+        _error(f"no transcript of {args.task} in {directory}")
+        return EXIT_FAILURE
+    entries = [json.loads(line) for line in found[-1].read_text().splitlines() if line.strip()]
+    if args.json:
+        _print_json(entries)
+        return EXIT_OK
+    for entry in entries:
+        kind = entry["kind"]
+        if kind == "assistant":
+            calls = ", ".join(f"{c['name']}({c['arguments'][:80]})" for c in entry["tool_calls"])
+            text = entry["content"] or ""
+            print(f"[{entry['at']}] model (turn {entry['turn']}): {text[:300]}{calls}")
+        elif kind == "tool":
+            print(f"[{entry['at']}] {entry['name']} ->\n{entry['output'][:2000]}")
+        elif kind == "tests":
+            print(f"[{entry['at']}] tests `{entry['command']}`: exit {entry['exit']}")
+        else:
+            print(f"[{entry['at']}] {kind}: {str(entry.get('content') or entry)[:2000]}")
+    return EXIT_OK
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
+    if args.transcript:
+        return _show_transcript(args)
     tasks = _ask(args, "tasks")
+    if args.task:
+        tasks = [t for t in tasks if t["task"] == args.task]
     if args.json:
         _print_json(tasks)
         return EXIT_OK
@@ -340,7 +397,7 @@ def _print_peer_table(peers: list[dict[str, Any]]) -> None:
                 p["peer_id"],
                 p["agent_id"] or "-",
                 ",".join(p["capabilities"]) or "-",
-                p["status"],
+                p["status"] if p.get("works", True) else f"{p['status']} (cannot work)",
                 f"{_duration(p['last_seen_s'])} ago",
                 state,
             )
@@ -403,7 +460,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("status", cmd_status, "show the running node's state", json_flag=True)
     add("peers", cmd_peers, "show the running node's peer table", json_flag=True)
-    add("tasks", cmd_tasks, "show the tasks this node knows: phase, holder, lease", json_flag=True)
+    tasks = add(
+        "tasks", cmd_tasks, "show the tasks this node knows: phase, holder, lease", json_flag=True
+    )
+    tasks.add_argument("task", nargs="?", help="one task (owner/repo#n)")
+    tasks.add_argument(
+        "--transcript",
+        action="store_true",
+        help="the agent's transcript of the task's latest run here (read from the state dir)",
+    )
     discuss = add(
         "discuss", cmd_discuss, "show Antennae conversations and their state", json_flag=True
     )

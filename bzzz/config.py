@@ -138,13 +138,31 @@ class ExecutorConfig(_Section):
     command: list[str] = []
     timeout: PositiveSeconds = 3600
     clone: bool = False
+    # Added (see the README, "Run an agent"): the tests that judge a run (argv, run in the
+    # sandbox in the work tree; exit 0 = success); the sandbox every command runs in
+    # ("none" is an explicit opt-out, flagged in status and in every result comment), with the
+    # network off unless allowed, and its limits; pull requests as drafts; the comment prefix
+    # with which a trusted author asks for another round on the same pull request.
+    test_command: list[str] = []
+    sandbox: Literal["bubblewrap", "none"] = "bubblewrap"
+    sandbox_network: bool = False
+    sandbox_memory_mb: int = Field(default=8192, ge=0)  # address space; 0: no limit
+    sandbox_processes: int = Field(default=512, ge=0)  # 0: no limit
+    sandbox_cpu_s: int = Field(default=3600, ge=0)  # CPU time per command; 0: no limit
+    draft_pr: bool = True
+    review_trigger: str = Field(default="@bzzz", min_length=1)
 
-    @field_validator("kind")
-    @classmethod
-    def _available(cls, value: str) -> str:
-        if value == "llm":
-            raise ValueError('"llm" is not available in this version; use "command"')
-        return value
+
+class LlmConfig(_Section):
+    """Added: the OpenAI-compatible chat endpoint of `executor.kind = "llm"` (and of
+    `antennae.reasoning = "llm"`)."""
+
+    url: str = "http://127.0.0.1:11434/v1"
+    model: str = ""  # empty: the first model the endpoint lists
+    api_key_file: str = ""  # else $CREDENTIALS_DIRECTORY/llm-api-key, else none
+    timeout: PositiveSeconds = 120
+    max_turns: int = Field(default=40, ge=1)
+    max_tokens: int = Field(default=200_000, ge=1000)
 
 
 class AuditlogConfig(_Section):
@@ -162,7 +180,7 @@ class AntennaeConfig(_Section):
     review_window: PositiveSeconds = 30
     max_rounds: int = Field(default=10, ge=1)
     webhook_url: str = ""
-    reasoning: Literal["rules", "ollama", "openai"] = "rules"
+    reasoning: Literal["rules", "ollama", "openai", "llm"] = "rules"
     reasoning_url: str = ""
     reasoning_model: str = ""
     # Added: agreeing peers that make a plan stand before the window ends (0: the window
@@ -182,7 +200,7 @@ class AntennaeConfig(_Section):
 
     @model_validator(mode="after")
     def _endpoint(self) -> AntennaeConfig:
-        if self.reasoning != "rules" and not self.reasoning_url:
+        if self.reasoning in ("ollama", "openai") and not self.reasoning_url:
             raise ValueError(f'reasoning = "{self.reasoning}" needs reasoning_url')
         return self
 
@@ -205,6 +223,7 @@ class Config(_Section):
     mdns: MdnsConfig = MdnsConfig()
     github: GithubConfig = GithubConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    llm: LlmConfig = LlmConfig()
     auditlog: AuditlogConfig = AuditlogConfig()
     antennae: AntennaeConfig = AntennaeConfig()
     control: ControlConfig = ControlConfig()

@@ -18,7 +18,17 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}
 
 # Libraries that are chatty at INFO about things an operator of bzzz does not act on.
-QUIET_LIBRARIES = ("libp2p", "multiaddr", "zeroconf", "github", "urllib3", "asyncio")
+QUIET_LIBRARIES = (
+    "libp2p",
+    "multiaddr",
+    "zeroconf",
+    "github",
+    "urllib3",
+    "asyncio",
+    "httpx",
+    "httpcore",
+    "openai",
+)
 
 
 def _prefixed(renderer: Processor, prefix: bool) -> Processor:

@@ -177,6 +177,8 @@ class CapabilityBroadcast(Data):
     network_id: Token = ""
     log_head: LogHead | None = None
     polls_github: bool = False  # has a token and repositories: may be the cluster's poller
+    works: bool = True  # can do a task's work now (see `problem`)
+    problem: Note = ""  # why it cannot (no command, no model, no sandbox)
 
 
 AvailabilityStatus = Literal["ready", "working", "busy"]
@@ -211,6 +213,7 @@ class TaskAnnouncement(TaskData):
     task_type: Label = ""
     url: Url = ""
     takeover: bool = False  # held by an agent whose lease lapsed
+    review: Token = ""  # a review round asked for on its pull request (see tasks.review)
 
 
 class TaskClaim(TaskData):

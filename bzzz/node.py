@@ -15,7 +15,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -36,10 +37,15 @@ from bzzz.metrics import MetricsServer
 from bzzz.p2p import GuestStopped, Host, Identity, verify
 from bzzz.peers import PeerRecord, PeerTable
 from bzzz.presence import Presence
+from bzzz.sandbox import Limits, Sandbox
 from bzzz.systemd import Notifier
 from bzzz.tasks.coordinator import TaskCoordinator
+from bzzz.tasks.execution import Execution
 from bzzz.tasks.github import GitHub, load_token
 from bzzz.tasks.trust import Trust
+
+if TYPE_CHECKING:
+    from bzzz.llm import Llm
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +57,7 @@ STALE_AFTER_BEATS = 3
 DISCONNECT_TIMEOUT = 5.0
 FORGET_AFTER_BEATS = 20
 STATUS_PEERS = 64  # peers listed by `bzzz status`
+TRANSCRIPTS = "transcripts"  # the agents' transcripts, in the state dir
 
 
 class Node:
@@ -98,6 +105,7 @@ class Node:
             max_peers=config.p2p.max_peers,
         )
         self.github = self._github_client(env)
+        self.llm = self._llm_client(env)
         self.trust = Trust(config.github.trusted_associations, config.github.trusted_users)
         self.antennae = Antennae(
             config=config.antennae,
@@ -113,9 +121,36 @@ class Node:
             holder_of=lambda key: self.tasks.holder_of(key),
             trust=self.trust,
         )
+        self.sandbox = Sandbox(
+            config.executor.sandbox,
+            hidden=self._secrets(env),
+            network=config.executor.sandbox_network,
+            limits=Limits(
+                config.executor.sandbox_memory_mb,
+                config.executor.sandbox_processes,
+                config.executor.sandbox_cpu_s,
+            ),
+        )
+        self.execution = (
+            Execution(
+                github=self.github,
+                config=config.executor,
+                llm_config=config.llm,
+                llm=self.llm,
+                sandbox=self.sandbox,
+                env=env,
+                agent_id=self.agent_id,
+                own_id=identity.peer_id,
+                transcripts=loaded.paths.state_dir / TRANSCRIPTS,
+                trust=self.trust,
+                record=self._record,
+            )
+            if self.github is not None
+            else None
+        )
         self.tasks = TaskCoordinator(
             github_config=config.github,
-            executor_config=config.executor,
+            execution=self.execution,
             github=self.github,
             bus=self.bus,
             peers=self.peers,
@@ -127,7 +162,7 @@ class Node:
             sign=identity.sign,
             verify=verify,
             trust=self.trust,
-            env=env,
+            models=config.node.models,
             heartbeat=lambda: self.presence.poller_heartbeat(),
             deliberate=self.antennae.deliberate if config.antennae.require_consensus else None,
             finished=self.antennae.task_finished,
@@ -143,6 +178,8 @@ class Node:
             network_id=config.p2p.network_id,
             log_head=self._log_head,
             polls_github=lambda: self.tasks.polls_github,
+            models=self.tasks.models,
+            problem=lambda: self.tasks.executor_problem if self.tasks.polls_github else None,
         )
         self.dialer = Dialer(self.host)
         self.mdns = (
@@ -309,19 +346,49 @@ class Node:
             self.systemd.status(self._status_line())
             await asyncio.sleep(interval)
 
+    def _secrets(self, env: Mapping[str, str]) -> list[Path]:
+        """What the sandbox hides: the node's key, logs and other tasks' trees (the state dir),
+        its control socket (the runtime dir), its config and credentials (where the tokens
+        are), and the token and model key files, wherever they are."""
+        paths = self.loaded.paths
+        config = self.loaded.config
+        hidden = [paths.state_dir, paths.runtime_dir, paths.control_socket.parent]
+        if paths.credentials_dir is not None:
+            hidden.append(paths.credentials_dir)
+        if self.loaded.source is not None:
+            hidden.append(self.loaded.source.parent)
+        for name in (config.github.token_file, config.llm.api_key_file):
+            if name:
+                hidden.append(Path(name))
+        return hidden
+
+    def _llm_client(self, env: Mapping[str, str]) -> Llm | None:
+        """The [llm] endpoint, when the executor or Antennae speak to it (the client, and its
+        import, are not paid for otherwise)."""
+        config = self.loaded.config
+        if config.executor.kind != "llm" and config.antennae.reasoning != "llm":
+            return None
+        from bzzz import llm
+
+        key = llm.load_api_key(self.loaded.paths.credentials_dir, config.llm.api_key_file, env)
+        return llm.Llm(config.llm.url, key, config.llm.timeout)
+
     def _reasoner(self) -> Reasoner:
         config = self.loaded.config.antennae
         rules = RulesReasoner()
         if config.reasoning == "rules":
             return rules
-        return ChatReasoner(
-            config.reasoning,
-            config.reasoning_url,
-            config.reasoning_model,
-            config.reasoning_timeout,
-            config.reasoning_budget,
-            rules,
-        )
+        from bzzz import llm as chat
+
+        if config.reasoning == "llm":
+            assert self.llm is not None
+            llm, model = self.llm, config.reasoning_model or self.loaded.config.llm.model
+        else:  # "ollama", "openai": their own endpoint, spoken to the OpenAI way
+            url = config.reasoning_url.rstrip("/")
+            url = url if url.endswith("/v1") else url + "/v1"
+            llm = chat.Llm(url, None, config.reasoning_timeout)
+            model = config.reasoning_model
+        return ChatReasoner(llm, model, config.reasoning_timeout, config.reasoning_budget, rules)
 
     def _github_client(self, env: Mapping[str, str]) -> GitHub | None:
         config = self.loaded.config.github
@@ -422,6 +489,7 @@ class Node:
                 "max": self.tasks.load()[1],
                 "poller": self.tasks.polls_github and self.tasks.is_poller(),
                 "github": self.tasks.github_status(),
+                "executor": self.tasks.executor_status(),
             },
             "config": str(self.loaded.source or ""),
             "state_dir": str(self.loaded.paths.state_dir),

@@ -76,6 +76,8 @@ class PeerRecord:
     stale: bool = False
     announced: bool = False  # sent a capability broadcast: a bzzz node, expected to beat
     polls_github: bool = False  # may be the cluster's poller
+    works: bool = True  # can do a task's work (its last capability broadcast)
+    problem: str = ""  # why it cannot
     received: int = 0  # messages from this peer
     sequence: SequenceGaps = field(default_factory=SequenceGaps)
 
@@ -174,7 +176,16 @@ class PeerTable:
                 record.models,
                 record.specialization,
                 record.version,
-            ) != (data.agent_id, data.capabilities, data.models, data.specialization, data.version)
+                record.problem,
+            ) != (
+                data.agent_id,
+                data.capabilities,
+                data.models,
+                data.specialization,
+                data.version,
+                data.problem,
+            )
+            record.works, record.problem = data.works, data.problem
             record.agent_id = data.agent_id
             record.capabilities = list(data.capabilities)
             record.models = list(data.models)
@@ -189,6 +200,7 @@ class PeerTable:
                     capabilities=",".join(data.capabilities),
                     models=",".join(data.models),
                     version=data.version,
+                    problem=data.problem or None,
                 )
         elif isinstance(data, AvailabilityBroadcast):
             record.status = data.status
@@ -247,6 +259,8 @@ class PeerTable:
                 "version": r.version,
                 "specialization": r.specialization,
                 "status": r.status,
+                "works": r.works,
+                "problem": r.problem,
                 "current_tasks": r.current_tasks,
                 "max_tasks": r.max_tasks,
                 "connected": r.connected,

@@ -18,10 +18,13 @@ from bzzz.bus import MessageBus
 from bzzz.config import NodeConfig
 from bzzz.messages import (
     COORDINATION_TOPIC,
+    MAX_CAPABILITIES,
     AvailabilityBroadcast,
     AvailabilityStatus,
     CapabilityBroadcast,
     LogHead,
+    clip,
+    line,
 )
 from bzzz.p2p import GuestStopped, Host, PeerEvent
 from bzzz.peers import PeerTable
@@ -48,7 +51,11 @@ class Presence:
         network_id: str,
         log_head: Callable[[], LogHead | None],
         polls_github: Callable[[], bool] = lambda: False,
+        models: Callable[[], list[str]] | None = None,
+        problem: Callable[[], str | None] = lambda: None,
     ) -> None:
+        self._models = models or (lambda: list(node.models))
+        self._problem = problem
         self._node = node
         self.agent_id = agent_id
         self._interval = interval
@@ -63,11 +70,14 @@ class Presence:
         self.broadcasts_sent = 0
 
     def capability(self) -> CapabilityBroadcast:
+        problem = self._problem()
         return CapabilityBroadcast(
             node_id=self._bus.own_id,
             agent_id=self.agent_id,
             capabilities=list(self._node.capabilities),
-            models=list(self._node.models),
+            models=[line(m, 256) for m in self._models()[:MAX_CAPABILITIES]],
+            works=problem is None,
+            problem=clip(problem or "", 1024),
             version=__version__,
             specialization=self._node.specialization,
             network_id=self._network_id,

@@ -1,14 +1,14 @@
 """Conversations and reasoning providers, without a network."""
 
 import json
-import threading
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bzzz.antennae.conversation import Conversation
 from bzzz.antennae.reasoning import ChatReasoner, ReviewContext, RulesReasoner, sections
+from bzzz.llm import Llm
 from bzzz.messages import (
     ANTENNAE_TOPIC,
     Collaboration,
@@ -20,6 +20,7 @@ from bzzz.messages import (
     type_of,
 )
 from bzzz.tasks.model import Task
+from tests.fakes.model import Error, ScriptedModel, Slow
 
 KEY = "acme/widgets#7"
 
@@ -35,69 +36,117 @@ def msg(sender: str, data, seqno: int = 0) -> Message:
     )
 
 
-def proposal(id_: str, plan: str = "p") -> PlanProposal:
-    return PlanProposal(conversation=KEY, message_id=id_, plan=plan, needed_capabilities=[])
+def proposal(id_: str, plan: str = "p", revises: str = "") -> PlanProposal:
+    return PlanProposal(
+        conversation=KEY, message_id=id_, in_reply_to=revises, plan=plan, needed_capabilities=[]
+    )
+
+
+def objection(id_: str, to: str, reason: str = "no") -> Objection:
+    return Objection(conversation=KEY, message_id=id_, in_reply_to=to, reason=reason)
+
+
+def accept(id_: str, to: str) -> Collaboration:
+    return Collaboration(conversation=KEY, message_id=id_, in_reply_to=to, kind="accept")
 
 
 def test_an_objection_is_closed_by_its_author_accepting_a_revision():
     c = Conversation(KEY)
-    assert c.apply(msg("A", proposal("p1"))) == "proposal"
-    assert (
-        c.apply(
-            msg(
-                "B",
-                Objection(
-                    conversation=KEY, message_id="o1", in_reply_to="p1", reason="files in use"
-                ),
-            )
-        )
-        == "objection"
-    )
+    assert [change for _, change in c.apply(msg("A", proposal("p1")))] == ["proposal"]
+    assert c.apply(msg("B", objection("o1", "p1", "files in use")))[0][1] == "objection"
     assert [o.by for o in c.open_objections()] == ["B"]
-    # Someone else accepting does not close B's objection.
-    c.apply(msg("C", Collaboration(conversation=KEY, message_id="c1", kind="accept")))
+    # Someone else accepting does not close B's objection; nor does B accepting p1 itself.
+    c.apply(msg("C", accept("c1", "p1")))
+    c.apply(msg("B", accept("c0", "p1")))
     assert [o.by for o in c.open_objections()] == ["B"]
-    assert c.apply(msg("A", proposal("p2", "revised"))) == "proposal" and c.rounds == 2
-    assert (
-        c.apply(
-            msg(
-                "B",
-                Collaboration(conversation=KEY, message_id="c2", kind="accept", in_reply_to="p2"),
-            )
-        )
-        == "objection_closed"
-    )
+    c.apply(msg("A", proposal("p2", "revised", revises="p1")))
+    assert c.rounds == 2 and c.proposer == "A"
+    assert c.apply(msg("B", accept("c2", "p2")))[0][1] == "objection_closed"
     assert c.open_objections() == []
-    assert (
-        c.apply(msg("A", Consensus(conversation=KEY, message_id="k", proposal_id="p2")))
-        == "consensus"
-    )
+    assert c.apply(msg("A", Consensus(conversation=KEY, message_id="k", proposal_id="p2")))
     assert c.summary()["state"] == "consensus" and c.summary()["accepted_by"] == ["B"]
 
 
 def test_duplicates_and_decisions_by_others_change_nothing():
     c = Conversation(KEY)
     c.apply(msg("A", proposal("p1")))
-    assert c.apply(msg("A", proposal("p1"))) is None  # the same message id again
-    assert c.apply(msg("B", Consensus(conversation=KEY, message_id="k1"))) is None
-    assert c.apply(msg("A", Objection(conversation=KEY, message_id="o", reason="me?"))) is None
+    assert c.apply(msg("A", proposal("p1"))) == []  # the same message id again
+    assert c.apply(msg("B", Consensus(conversation=KEY, message_id="k1", proposal_id="p1"))) == []
+    assert c.apply(msg("A", objection("o", "p1", "me?"))) == []
     assert c.state == "open"
+
+
+def test_a_reply_that_overtook_what_it_answers_waits_for_it():
+    """An objection delivered before its proposal was once lost for good (marked seen)."""
+    c = Conversation(KEY)
+    assert c.apply(msg("B", objection("o1", "p1"))) == []
+    assert c.summary()["waiting"] == 1 and c.state == "open"
+    changes = c.apply(msg("A", proposal("p1")))
+    assert [change for _, change in changes] == ["proposal", "objection"]
+    assert [o.by for o in c.open_objections()] == ["B"] and c.summary()["waiting"] == 0
 
 
 def test_the_same_messages_give_the_same_state_in_either_order():
     messages = [
         msg("A", proposal("p1")),
-        msg("B", Objection(conversation=KEY, message_id="o1", reason="no")),
-        msg("C", Collaboration(conversation=KEY, message_id="c1", kind="accept")),
-        msg("A", Escalation(conversation=KEY, message_id="e1", reason="stuck")),
+        msg("B", objection("o1", "p1")),
+        msg("C", accept("c1", "p1")),
+        msg("A", Escalation(conversation=KEY, message_id="e1", in_reply_to="p1", reason="stuck")),
     ]
     one, two = Conversation(KEY), Conversation(KEY)
     for m in messages:
         one.apply(m)
-    for m in [messages[0], messages[2], messages[1], messages[3]]:
+    for m in [messages[3], messages[2], messages[1], messages[0]]:
         two.apply(m)
     assert one.summary() == two.summary()
     assert one.state == "escalated"
+
+
+def conversation_messages() -> list[Message]:
+    """A whole conversation: three rounds of proposals, objections and accepts to each, a
+    helper, one escalation and the final consensus."""
+    return [
+        msg("A", proposal("p1")),
+        msg("B", objection("o1", "p1", "too broad")),
+        msg("C", accept("c1", "p1")),
+        msg("A", Escalation(conversation=KEY, message_id="e1", in_reply_to="p1", reason="x")),
+        msg("A", proposal("p2", "narrower", revises="p1")),
+        msg("B", objection("o2", "p2", "still broad")),
+        msg("C", objection("o3", "p2", "now too narrow")),
+        msg("D", Collaboration(conversation=KEY, message_id="h1", kind="offer", text="rust")),
+        msg("A", proposal("p3", "just right", revises="p2")),
+        msg("B", accept("c2", "p3")),
+        msg("C", accept("c3", "p3")),
+        msg("A", Consensus(conversation=KEY, message_id="k", proposal_id="p3")),
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.permutations(conversation_messages()), st.data())
+def test_every_delivery_order_gives_the_same_state(order, data):
+    duplicates = data.draw(st.lists(st.sampled_from(order), max_size=4))
+    conversation = Conversation(KEY)
+    for m in [*order, *duplicates]:
+        conversation.apply(m)
+    reference = Conversation(KEY)
+    for m in conversation_messages():
+        reference.apply(m)
+    assert conversation.summary() == reference.summary()
+    assert reference.summary()["state"] == "consensus" and reference.rounds == 3
+    assert reference.open_objections() == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.permutations(conversation_messages()[:7]))
+def test_every_order_of_an_unfinished_conversation_agrees_too(order):
+    conversation = Conversation(KEY)
+    for m in order:
+        conversation.apply(m)
+    reference = Conversation(KEY)
+    for m in conversation_messages()[:7]:
+        reference.apply(m)
+    assert conversation.summary() == reference.summary()
+    assert [o.by for o in reference.open_objections()] == ["B", "C"]
 
 
 def task(body: str, *labels: str) -> Task:
@@ -139,60 +188,20 @@ async def test_rules_object_on_missing_capabilities_and_files_in_use():
     assert await rules.review(KEY, c.proposal, ReviewContext({"rust"}, {KEY: ["a.py"]})) is None
 
 
-class FakeModel:
-    """A local endpoint answering like OpenAI's and Ollama's chat APIs."""
-
-    def __init__(self, answers: list) -> None:
-        self.answers = answers
-        self.requests: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "body": body})
-                answer = outer.answers.pop(0) if outer.answers else {"plan": "x"}
-                if answer == "error":
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                content = answer if isinstance(answer, str) else json.dumps(answer)
-                if self.path == "/api/chat":
-                    reply = {"message": {"role": "assistant", "content": content}, "done": True}
-                else:
-                    reply = {"choices": [{"message": {"role": "assistant", "content": content}}]}
-                raw = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.mark.parametrize("kind", ["openai", "ollama"])
-async def test_a_chat_model_drafts_and_reviews_and_falls_back_to_the_rules(kind):
-    model = FakeModel(
+async def test_a_chat_model_drafts_and_reviews_and_falls_back_to_the_rules():
+    with ScriptedModel(
         [
             '```json\n{"plan": "model plan", "steps": ["s"], "expected_changes": ["m.py"], '
             '"needed_capabilities": []}\n```',
-            {"object": True, "reason": "tests are missing"},
-            "error",
+            json.dumps({"object": True, "reason": "tests are missing"}),
+            Error(500),
+            Error(500),
+            Error(500),  # the client's own two retries, then the failure
             "not json at all",
         ]
-    )
-    try:
-        chat = ChatReasoner(kind, model.url, "tiny", 5, 10, RulesReasoner())
+    ) as model:
+        llm = Llm(model.url, None, 5)
+        chat = ChatReasoner(llm, "tiny", 5, 10, RulesReasoner())
         draft = await chat.propose(task("## Files\n- a.py"), [])
         assert (draft.plan, draft.expected_changes) == ("model plan", ["m.py"])
         c = Conversation(KEY)
@@ -203,25 +212,26 @@ async def test_a_chat_model_drafts_and_reviews_and_falls_back_to_the_rules(kind)
         assert fallback.expected_changes == ["a.py"]
         assert await chat.review(KEY, c.proposal, ReviewContext(set())) is None  # unreadable
         assert chat.failures == 2
-        path = "/api/chat" if kind == "ollama" else "/v1/chat/completions"
-        assert {r["path"] for r in model.requests} == {path}
-        assert model.requests[0]["body"]["model"] == "tiny"
-    finally:
-        model.close()
+        assert model.requests[0]["model"] == "tiny"
+        assert model.requests[0]["response_format"] == {"type": "json_object"}
+        await llm.close()
 
 
 async def test_the_model_budget_and_time_limit_hold():
-    model = FakeModel([])
-    try:
-        chat = ChatReasoner("openai", model.url, "tiny", 5, 1, RulesReasoner())
+    with ScriptedModel([json.dumps({"plan": "x"})]) as model:
+        llm = Llm(model.url, None, 5)
+        chat = ChatReasoner(llm, "tiny", 5, 1, RulesReasoner())
         await chat.propose(task(""), [])
         await chat.propose(task("## Files\n- b.py"), [])  # over budget: rules, no request
         assert len(model.requests) == 1 and chat.failures == 1
-    finally:
-        model.close()
-    slow = ChatReasoner("openai", "http://127.0.0.1:9", "tiny", 0.5, 5, RulesReasoner())
-    draft = await slow.propose(task("## Files\n- c.py"), [])  # nothing listens: rules
-    assert draft.expected_changes == ["c.py"] and slow.failures == 1
+        await llm.close()
+    with ScriptedModel([Slow(3, "late")]) as slow_model:
+        slow = ChatReasoner(Llm(slow_model.url, None, 30), "tiny", 0.5, 5, RulesReasoner())
+        draft = await slow.propose(task("## Files\n- c.py"), [])  # too slow: rules
+        assert draft.expected_changes == ["c.py"] and slow.failures == 1
+    down = ChatReasoner(Llm("http://127.0.0.1:9/v1", None, 2), "tiny", 5, 5, RulesReasoner())
+    draft = await down.propose(task("## Files\n- d.py"), [])  # nothing listens: rules
+    assert draft.expected_changes == ["d.py"] and down.failures == 1
 
 
 def test_state_keyed_by_what_peers_send_stays_bounded():

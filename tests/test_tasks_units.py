@@ -30,6 +30,10 @@ def test_labels_give_priority_type_and_the_capability_match():
     assert (t.priority, t.type, t.key) == (3, "rust", "o/r#7")
     assert t.suits(["rust"]) and t.suits(["general"]) and not t.suits(["python"])
     assert task("bzzz-task").type == "general" and not task().suits(["rust"])
+    big = task("bzzz-task", "model-qwen2.5-coder:32b")
+    assert big.model == "qwen2.5-coder:32b"
+    assert big.suits(["general"], ["llama3", "qwen2.5-coder:32b"])
+    assert not big.suits(["general"], ["llama3"]) and not big.suits(["general"])
 
 
 A, B, C = (Identity.generate() for _ in range(3))

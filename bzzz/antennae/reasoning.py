@@ -5,18 +5,16 @@
 and its helpers lack a capability the plan needs, or when the plan changes files this agent is
 already changing for another task.
 
-`ChatReasoner` asks an OpenAI-style (`/v1/chat/completions`) or Ollama (`/api/chat`) endpoint for
-the same answers as JSON, within a time limit and an hourly budget of calls; any failure (time,
-HTTP, unreadable answer, budget spent) falls back to the rules, and is logged.
+`ChatReasoner` asks a chat model (`bzzz.llm`: any OpenAI-compatible endpoint, Ollama's `/v1`
+included) for the same answers as JSON, within a time limit and an hourly budget of calls; any
+failure (time, HTTP, unreadable answer, budget spent) falls back to the rules, and is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
-import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,6 +22,7 @@ from typing import Any, Protocol
 import structlog
 
 from bzzz.antennae.conversation import Proposal
+from bzzz.llm import Llm, LlmError, json_object
 from bzzz.tasks.model import Task
 
 log = structlog.get_logger(__name__)
@@ -96,16 +95,14 @@ class ChatReasoner:
 
     def __init__(
         self,
-        kind: str,
-        url: str,
+        llm: Llm,
         model: str,
         time_limit: float,
         calls_per_hour: int,
         fallback: Reasoner,
     ) -> None:
-        self._kind = kind  # "openai" | "ollama"
-        self._url = url.rstrip("/")
-        self._model = model
+        self._llm = llm
+        self._model = model  # "" : the first the endpoint lists
         self._time_limit = time_limit
         self._budget = calls_per_hour
         self._calls: deque[float] = deque()
@@ -158,53 +155,23 @@ class ChatReasoner:
             self._failed("budget spent")
             return None
         self._calls.append(now)
+        messages = [
+            {"role": "system", "content": "You are an agent in a team of coding agents."},
+            {"role": "user", "content": prompt},
+        ]
         try:
-            text = await asyncio.wait_for(asyncio.to_thread(self._post, prompt), self._time_limit)
-            answer = json.loads(_json_part(text))
-            if not isinstance(answer, dict):
-                raise ValueError("not a JSON object")
-            return answer
-        except (TimeoutError, OSError, ValueError, KeyError) as exc:
+            async with asyncio.timeout(self._time_limit):
+                if not self._model:
+                    listed = await self._llm.models()
+                    if not listed:
+                        raise LlmError("the endpoint serves no model")
+                    self._model = listed[0]
+                reply = await self._llm.chat(self._model, messages, json_only=True)
+            return json_object(reply.content)
+        except (TimeoutError, LlmError) as exc:
             self._failed(f"{type(exc).__name__}: {exc}")
             return None
 
     def _failed(self, why: str) -> None:
         self.failures += 1
-        log.warning("reasoning_fallback", provider=self._kind, reason=why[:200])
-
-    def _post(self, prompt: str) -> str:
-        messages = [
-            {"role": "system", "content": "You are an agent in a team of coding agents."},
-            {"role": "user", "content": prompt},
-        ]
-        if self._kind == "ollama":
-            url = self._url + "/api/chat"
-            body: dict[str, Any] = {
-                "model": self._model,
-                "messages": messages,
-                "stream": False,
-                "format": "json",
-            }
-        else:
-            url = self._url + "/v1/chat/completions"
-            body = {
-                "model": self._model,
-                "messages": messages,
-                "response_format": {"type": "json_object"},
-            }
-        request = urllib.request.Request(
-            url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=self._time_limit) as response:
-            reply = json.loads(response.read())
-        if self._kind == "ollama":
-            return str(reply["message"]["content"])
-        return str(reply["choices"][0]["message"]["content"])
-
-
-def _json_part(text: str) -> str:
-    """Models wrap JSON in prose or code fences now and then: take the object."""
-    start, end = text.find("{"), text.rfind("}")
-    if start == -1 or end < start:
-        raise ValueError("no JSON object in the answer")
-    return text[start : end + 1]
+        log.warning("reasoning_fallback", url=self._llm.url, reason=why[:200])

@@ -58,8 +58,8 @@ from bzzz.messages import (
 from bzzz.p2p import GuestStopped
 from bzzz.peers import PeerTable
 from bzzz.tasks.github import GitHub, GitHubError
-from bzzz.tasks.model import Task
-from bzzz.tasks.trust import Trust
+from bzzz.tasks.model import Guidance, Task
+from bzzz.tasks.trust import MAX_COMMENT_CHARS, Trust, as_data
 
 log = structlog.get_logger(__name__)
 
@@ -178,13 +178,18 @@ class Antennae:
         self._apply(msg)
 
     def _apply(self, msg: Message[AntennaeData]) -> None:
-        data = msg.data
-        key = data.conversation
+        key = msg.data.conversation
         conversation = self.conversations.touch(key, lambda: Conversation(key))
-        change = conversation.apply(msg)
-        if change is None:
-            self.stats["ignored"] += 1
-            return
+        changes = conversation.apply(msg)
+        if not changes:
+            self.stats["ignored" if not conversation.pending else "waiting"] += 1
+        for applied, change in changes:
+            self._applied(conversation, applied, change)
+        self._changed.touch(key, asyncio.Event).set()
+
+    def _applied(self, conversation: Conversation, msg: Message[AntennaeData], change: str) -> None:
+        data = msg.data
+        key = conversation.key
         self.stats["applied"] += 1
         if data.message_id:
             self._hops[data.message_id] = msg.hop_count
@@ -197,15 +202,13 @@ class Antennae:
             and any(k.lower() in text for k in self._cfg.escalation_keywords)
         ):
             self._keywords[key] = text.strip()
-        if change == "proposal" and msg.sender != self._own and conversation.proposal:
-            self._spawn(self._review(key, conversation.proposal), "review")
-        if (
-            isinstance(data, Collaboration)
-            and data.kind == "subtask"
-            and getattr(data, "to", "") == self._own
-        ):
+        proposal = conversation.proposals.get(data.message_id) if data.message_id else None
+        # A proposal of an old round, overtaken by its revision, is not worth a review.
+        current = proposal is not None and proposal is conversation.proposal
+        if change == "proposal" and msg.sender != self._own and proposal is not None and current:
+            self._spawn(self._review(key, proposal), "review")
+        if isinstance(data, Collaboration) and data.kind == "subtask" and data.to == self._own:
             self._spawn(self._take_subtask(key, data), "subtask")
-        self._changed.touch(key, asyncio.Event).set()
 
     def _spawn(self, job: Coroutine[Any, Any, None], what: str) -> None:
         if self._group is None:
@@ -348,9 +351,9 @@ class Antennae:
 
     # ---- deliberating over our own task ----------------------------------------------------
 
-    async def deliberate(self, task: Task) -> str:
-        """Agree on a plan for `task` before it runs: "consensus", or "resumed" after humans
-        decided an escalation."""
+    async def deliberate(self, task: Task) -> Guidance:
+        """Agree on a plan for `task` before it runs; what the work gets: the plan (agreed, or
+        the last one when humans decided) and the trusted humans' answers."""
         key = task.key
         self._deliberating.add(key)
         try:
@@ -358,7 +361,7 @@ class Antennae:
         finally:
             self._deliberating.discard(key)
 
-    async def _deliberate(self, task: Task, key: str) -> str:
+    async def _deliberate(self, task: Task, key: str) -> Guidance:
         conversation = self.conversations.touch(key, lambda: Conversation(key))
         self._done.pop(key, None)
         helpers: list[str] = []
@@ -386,9 +389,11 @@ class Antennae:
                     ),
                     0,
                 )
+            previous = conversation.proposal
             proposal = PlanProposal(
                 conversation=key,
                 message_id=_new_id(),
+                in_reply_to=previous.message_id if previous else "",  # a revision: one round on
                 plan=clip(draft.plan, 4096),
                 steps=[clip(step, 512) for step in draft.steps[:MAX_STEPS]],
                 expected_changes=[clip(c, 256) for c in draft.expected_changes[:MAX_CHANGES]],
@@ -423,14 +428,18 @@ class Antennae:
                     "consensus",
                     {"task": key, "proposal": proposal.message_id, "rounds": conversation.rounds},
                 )
-                return "consensus"
+                return Guidance(plan=_plan_text(conversation.proposal))
         return await self._escalate(task, f"no consensus after {self._cfg.max_rounds} rounds")
 
     async def _review_window(self, key: str, conversation: Conversation) -> None:
         deadline = time.monotonic() + self._cfg.review_window
         while time.monotonic() < deadline:
             quorum = self._cfg.quorum
-            if quorum and len(conversation.accepts) >= quorum and not conversation.objections:
+            if (
+                quorum
+                and len(conversation.accepts) >= quorum
+                and not conversation.open_objections()
+            ):
                 return
             if key in self._keywords:
                 return
@@ -447,13 +456,20 @@ class Antennae:
 
     # ---- escalating ------------------------------------------------------------------------
 
-    async def _escalate(self, task: Task, reason: str) -> str:
+    async def _escalate(self, task: Task, reason: str) -> Guidance:
         key = task.key
         conversation = self.conversations[key]
         log.warning("antennae_escalation", task=key, reason=reason)
         self._record("escalation", {"task": key, "reason": reason, "rounds": conversation.rounds})
+        current = conversation.proposal
         await self._send(
-            Escalation(conversation=key, message_id=_new_id(), reason=clip(reason, 2048)), 0
+            Escalation(
+                conversation=key,
+                message_id=_new_id(),
+                in_reply_to=current.message_id if current else "",
+                reason=clip(reason, 2048),
+            ),
+            0,
         )
         summary = self._human_summary(conversation, reason)
         marker_id = 0
@@ -468,7 +484,7 @@ class Antennae:
                 log.error("antennae_escalation_comment_failed", task=key, error=str(exc))
         if self._cfg.webhook_url:
             await self._call_webhook(task, reason, conversation)
-        await self._wait_for_humans(task, marker_id)
+        answers = await self._wait_for_humans(task, marker_id)
         await self._send(
             Consensus(
                 conversation=key,
@@ -480,7 +496,7 @@ class Antennae:
         )
         self._record("escalation_resolved", {"task": key})
         log.info("antennae_resumed", task=key)
-        return "resumed"
+        return Guidance(plan=_plan_text(conversation.proposal), answers=tuple(answers))
 
     def _human_summary(self, conversation: Conversation, reason: str) -> str:
         def agent(peer: str) -> str:
@@ -548,11 +564,11 @@ class Antennae:
                 )
                 await asyncio.sleep(2 ** (attempt - 1))
 
-    async def _wait_for_humans(self, task: Task, marker_id: int) -> None:
+    async def _wait_for_humans(self, task: Task, marker_id: int) -> list[str]:
         """Until a trusted human comments after our escalation, or removes the label (which
-        takes triage access on GitHub)."""
+        takes triage access on GitHub); their answers (trusted comments only)."""
         if self._github is None:
-            return
+            return []
         while True:
             await asyncio.sleep(self._poll_interval)
             try:
@@ -578,7 +594,7 @@ class Antennae:
                     await self._github.remove_label(
                         task.repository, task.number, self._cfg.needs_human_label
                     )
-                return
+                return [as_data(c.body, MAX_COMMENT_CHARS) for c in human if self._trust.comment(c)]
 
     # ---- sending ---------------------------------------------------------------------------
 
@@ -615,6 +631,13 @@ class Antennae:
                 row["history"] = conversation.history
             rows.append(row)
         return rows
+
+
+def _plan_text(proposal: Proposal | None) -> str:
+    if proposal is None:
+        return ""
+    steps = "".join(f"\n{n}. {step}" for n, step in enumerate(proposal.steps, 1))
+    return f"{proposal.plan}{steps}"
 
 
 def _new_id() -> str:

@@ -39,6 +39,7 @@ from bzzz.tasks.model import Outcome, Task
 log = structlog.get_logger(__name__)
 
 TAKES_OVER = "takes-over:"
+ROUND = "round:"
 SIGNATURE = "sig:"
 _MARK = re.compile(r"^bzzz-(claim|release|done):[ \t]+([^\n]*)")
 
@@ -56,17 +57,20 @@ class Marker:
     nonce: str
     outcome: str = ""
     takes_over: tuple[str, ...] = ()
+    round: str = ""  # "" for the task itself; a review's key for a round it asked for
     signature: bytes = field(default=b"", compare=False)
 
     def payload(self, repository: str, number: int) -> bytes:
         """What the signature covers: the marker, and the issue it is about."""
         parts = ["bzzz-marker/1", repository.lower(), str(number), self.kind, self.peer]
-        parts += [self.nonce, self.outcome, ",".join(self.takes_over)]
+        parts += [self.nonce, self.outcome, ",".join(self.takes_over), self.round]
         return "|".join(parts).encode()
 
     def signed(self, task: Task, sign: Signer) -> Marker:
         signature = sign(self.payload(task.repository, task.number))
-        return Marker(self.kind, self.peer, self.nonce, self.outcome, self.takes_over, signature)
+        return Marker(
+            self.kind, self.peer, self.nonce, self.outcome, self.takes_over, self.round, signature
+        )
 
     def verifies(self, task: Task, verify: Verifier) -> bool:
         try:
@@ -80,6 +84,8 @@ class Marker:
             parts.append(self.outcome)
         if self.takes_over:
             parts.append(TAKES_OVER + ",".join(self.takes_over))
+        if self.round:
+            parts.append(ROUND + self.round)
         parts.append(SIGNATURE + base64.urlsafe_b64encode(self.signature).decode().rstrip("="))
         return " ".join(parts)
 
@@ -91,7 +97,7 @@ def parse_marker(body: str) -> Marker | None:
     tokens = match.group(2).split()
     if len(tokens) < 2:
         return None
-    outcome, signature = "", b""
+    outcome, signature, round_ = "", b"", ""
     takes_over: tuple[str, ...] = ()
     for token in tokens[2:]:
         if token.startswith(SIGNATURE):
@@ -102,9 +108,11 @@ def parse_marker(body: str) -> Marker | None:
                 signature = b""
         elif token.startswith(TAKES_OVER):
             takes_over = tuple(n for n in token.removeprefix(TAKES_OVER).split(",") if n)
+        elif token.startswith(ROUND):
+            round_ = token.removeprefix(ROUND)
         elif not outcome:
             outcome = token
-    return Marker(match.group(1), tokens[0], tokens[1], outcome, takes_over, signature)
+    return Marker(match.group(1), tokens[0], tokens[1], outcome, takes_over, round_, signature)
 
 
 def intent_winner(key: str, peers: Iterable[str]) -> str:
@@ -134,8 +142,14 @@ class ClaimState:
 
 
 def read_claims(
-    comments: list[Comment], now: datetime, lease: timedelta, task: Task, verify: Verifier
+    comments: list[Comment],
+    now: datetime,
+    lease: timedelta,
+    task: Task,
+    verify: Verifier,
+    round: str = "",
 ) -> ClaimState:
+    """Who holds the task (or the review `round` of it): only that round's markers count."""
     claims: list[Claim] = []
     ended: set[str] = set()
     marked: set[str] = set()
@@ -148,6 +162,8 @@ def read_claims(
             continue
         if not marker.verifies(task, verify):
             forged.append(comment)
+            continue
+        if marker.round != round:
             continue
         if marker.kind == "claim":
             claims.append(Claim(marker.peer, marker.nonce, comment.id, comment.updated_at))
@@ -184,19 +200,25 @@ class Claimer:
         self._agent = agent_id
         self.lease = timedelta(seconds=lease)
         self._sign = sign
-        self._verify = verify
+        self.verify = verify
         self._forged_seen: Lru[int, bool] = Lru(4096)
         self.forged = 0  # forged markers seen (each comment once)
 
     def _marker(
-        self, task: Task, kind: str, nonce: str, outcome: str = "", over: Iterable[str] = ()
+        self,
+        task: Task,
+        kind: str,
+        nonce: str,
+        outcome: str = "",
+        over: Iterable[str] = (),
+        round: str = "",
     ) -> str:
-        marker = Marker(kind, self._peer, nonce, outcome, tuple(over))
+        marker = Marker(kind, self._peer, nonce, outcome, tuple(over), round)
         return marker.signed(task, self._sign).line()
 
-    async def state(self, task: Task) -> ClaimState:
+    async def state(self, task: Task, round: str = "") -> ClaimState:
         comments = await self._github.comments(task.repository, task.number)
-        state = read_claims(comments, self._github.now(), self.lease, task, self._verify)
+        state = read_claims(comments, self._github.now(), self.lease, task, self.verify, round)
         for comment in state.forged:
             if comment.id not in self._forged_seen:
                 self._forged_seen.touch(comment.id, lambda: True)
@@ -211,28 +233,30 @@ class Claimer:
         return state
 
     async def claim(
-        self, task: Task, nonce: str, takes_over: tuple[Claim, ...] = ()
+        self, task: Task, nonce: str, takes_over: tuple[Claim, ...] = (), round: str = ""
     ) -> Claim | None:
         """Comment our claim and keep it only if it is the standing one; return it if we hold
         the task. Lapsed claims are named, so that their holders cannot come back."""
         previous = ", ".join(f"`{c.peer[-6:]}`" for c in takes_over)
         note = f"Taking over from {previous}, whose lease lapsed." if takes_over else "Claimed."
-        line = self._marker(task, "claim", nonce, over=(c.nonce for c in takes_over))
+        line = self._marker(task, "claim", nonce, over=(c.nonce for c in takes_over), round=round)
         body = (
             f"{line}\n\n{note} Agent `{self._agent}` works on this task; the claim stands while "
             f"the agent renews it (lease {int(self.lease.total_seconds())} s)."
         )
         mine = await self._github.comment(task.repository, task.number, body)
-        state = await self.state(task)
+        state = await self.state(task, round)
         # Finished meanwhile (its holder's result landed between our reads): nothing to hold.
         if not state.succeeded and state.standing is not None and state.standing.nonce == nonce:
             return state.standing
         await self._github.delete_comment(task.repository, mine.id)
         return None
 
-    async def renew(self, task: Task, claim: Claim, takes_over: tuple[str, ...] = ()) -> Claim:
+    async def renew(
+        self, task: Task, claim: Claim, takes_over: tuple[str, ...] = (), round: str = ""
+    ) -> Claim:
         """Edit our claim; GitHub stamps the time of the renewal (returned)."""
-        line = self._marker(task, "claim", claim.nonce, over=takes_over)
+        line = self._marker(task, "claim", claim.nonce, over=takes_over, round=round)
         body = (
             f"{line}\n\nAgent `{self._agent}` is working on this task "
             f"(renewed {self._github.now().isoformat(timespec='seconds')})."
@@ -240,18 +264,20 @@ class Claimer:
         edited = await self._github.edit_comment(task.repository, claim.comment_id, body)
         return Claim(claim.peer, claim.nonce, claim.comment_id, edited.updated_at)
 
-    async def stands(self, task: Task, nonce: str) -> bool:
+    async def stands(self, task: Task, nonce: str, round: str = "") -> bool:
         """Our claim is the standing one, and no other attempt has succeeded."""
-        state = await self.state(task)
+        state = await self.state(task, round)
         return not state.succeeded and state.standing is not None and state.standing.nonce == nonce
 
-    async def end(self, task: Task, nonce: str, outcome: Outcome, text: str) -> None:
+    async def end(
+        self, task: Task, nonce: str, outcome: Outcome, text: str, round: str = ""
+    ) -> None:
         """End our attempt with its marker (released, or done with its outcome), unless it
         already has one (a restart, or a lost answer)."""
-        if nonce in (await self.state(task)).marked:
+        if nonce in (await self.state(task, round)).marked:
             return
         if outcome is Outcome.RELEASED:
-            line = self._marker(task, "release", nonce)
+            line = self._marker(task, "release", nonce, round=round)
         else:
-            line = self._marker(task, "done", nonce, outcome.value)
+            line = self._marker(task, "done", nonce, outcome.value, round=round)
         await self._github.comment(task.repository, task.number, f"{line}\n\n{text}")

@@ -18,21 +18,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from bzzz.bus import MessageBus
-from bzzz.config import ExecutorConfig, GithubConfig
+from bzzz.config import GithubConfig
 from bzzz.peers import PeerTable
 from bzzz.tasks.board import TaskBoard
 from bzzz.tasks.claims import Claimer, Signer, Verifier
+from bzzz.tasks.execution import Execution
 from bzzz.tasks.executor import kill_leftovers
 from bzzz.tasks.github import GitHub, GitHubError, Refused
 from bzzz.tasks.journal import Holding, Journal
-from bzzz.tasks.model import Phase, Task
+from bzzz.tasks.model import Guidance, Phase, Task
 from bzzz.tasks.poller import Poller
 from bzzz.tasks.reporter import Reporter
 from bzzz.tasks.rounds import ClaimRounds
@@ -45,6 +46,9 @@ Record = Callable[[str, dict[str, Any]], None]
 MAX_LOGIN_PAUSE_S = 300.0
 # Polls before this node claims again a task it could not start (a forbidden label, a bug).
 COOL_DOWN_POLLS = 10
+# How often the executor's readiness is checked again: soon while it cannot work (the model
+# server is starting, say), rarely while it can (the endpoint going away shows in the task).
+EXECUTOR_RECHECK_S = (10.0, 60.0)
 
 
 class TaskCoordinator:
@@ -52,7 +56,7 @@ class TaskCoordinator:
         self,
         *,
         github_config: GithubConfig,
-        executor_config: ExecutorConfig,
+        execution: Execution | None,
         github: GitHub | None,
         bus: MessageBus,
         peers: PeerTable,
@@ -61,22 +65,21 @@ class TaskCoordinator:
         agent_id: str,
         capabilities: list[str],
         state_dir: Path,
-        env: Mapping[str, str],
         heartbeat: Callable[[], Awaitable[None]],
         sign: Signer,
         verify: Verifier,
         trust: Trust,
-        deliberate: Callable[[Task], Awaitable[str]] | None = None,
+        models: Sequence[str] = (),
+        deliberate: Callable[[Task], Awaitable[Guidance]] | None = None,
         finished: Callable[[str], None] = lambda key: None,
     ) -> None:
         self._cfg = github_config
-        self._exe = executor_config
+        self._execution = execution
         self._github = github
         self._bus = bus
         self._record = record
         self._own = own_id
         self._agent = agent_id
-        self._env = env
         self._workdir = state_dir / "work"
         self._deliberate = deliberate
         self._finished = finished
@@ -85,6 +88,8 @@ class TaskCoordinator:
         self._group: asyncio.TaskGroup | None = None
         self._login = github_config.login
         self.login_error = ""
+        self.executor_problem: str | None = "not checked yet"
+        self._node_models = list(models)
         self.journal = Journal(state_dir / "tasks")
         self.rounds: ClaimRounds | None = None
         self.board = TaskBoard(
@@ -111,6 +116,7 @@ class TaskCoordinator:
                 record=record,
                 agent_id=agent_id,
                 login=lambda: self._login,
+                draft=execution is not None and execution.draft_pull_requests,
             )
             self.rounds = ClaimRounds(
                 bus=bus,
@@ -127,6 +133,10 @@ class TaskCoordinator:
                 spawn=self._spawn,
                 won=self._start_worker,
                 trust=self.trust,
+                can_work=lambda: self.executor_problem is None,
+                models=self.models,
+                review_trigger=execution.review_trigger if execution else "",
+                works_reviews=execution.works_reviews if execution else False,
             )
             self.poller = Poller(
                 github=github,
@@ -140,6 +150,7 @@ class TaskCoordinator:
                 record=record,
                 heartbeat=heartbeat,
                 trust=self.trust,
+                review_trigger=execution.review_trigger if execution else "",
             )
 
     @property
@@ -168,9 +179,45 @@ class TaskCoordinator:
         log.info("github_ready", login=self._login or None, repositories=self._cfg.repositories)
         async with asyncio.TaskGroup() as group:
             self._group = group
+            await self._check_executor()
             self._resume()
             self.rounds.enabled = True
+            group.create_task(self._watch_executor())
             await self.poller.run()
+
+    async def _check_executor(self) -> None:
+        """Can this node do a task's work (a command or a model, and the sandbox)? A node that
+        cannot takes no task, says why in status and in its capability broadcasts, and logs it
+        once, when it changes."""
+        if self._execution is None:
+            return
+        try:
+            problem = await self._execution.problem(self._workdir / ".probe")
+        except Exception as exc:  # a check that breaks is a reason not to work, not to stop
+            log.exception("executor_check_failed")
+            problem = f"the check failed: {type(exc).__name__}: {exc}"
+        if problem != self.executor_problem:
+            if problem:
+                log.warning("executor_unavailable", reason=problem, takes_tasks=False)
+            else:
+                log.info(
+                    "executor_ready",
+                    kind=self._execution.kind,
+                    sandbox=self._execution.sandbox.kind,
+                    private_proc=self._execution.sandbox.private_proc,
+                    model=self._execution.model or None,
+                )
+        self.executor_problem = problem
+
+    async def _watch_executor(self) -> None:
+        while True:
+            await asyncio.sleep(EXECUTOR_RECHECK_S[self.executor_problem is None])
+            await self._check_executor()
+
+    def models(self) -> list[str]:
+        """The models this node works with: configured, and those its endpoint serves."""
+        served = self._execution.served if self._execution is not None else []
+        return sorted(set(self._node_models) | set(served))
 
     async def _log_in(self) -> None:
         """Learn our login (assignments need it), retrying with backoff; until then no task is
@@ -226,7 +273,7 @@ class TaskCoordinator:
 
     def _start_worker(self, holding: Holding) -> None:
         assert self._github is not None and self._claimer is not None
-        assert self._reporter is not None
+        assert self._reporter is not None and self._execution is not None
         worker = Worker(
             holding,
             github=self._github,
@@ -237,13 +284,10 @@ class TaskCoordinator:
             bus=self._bus,
             record=self._record,
             github_config=self._cfg,
-            executor_config=self._exe,
-            env=self._env,
+            execution=self._execution,
             workdir=self._workdir,
             agent_id=self._agent,
-            own_id=self._own,
             login=lambda: self._login,
-            trust=self.trust,
             deliberate=self._deliberate,
         )
         self._workers[holding.key] = worker
@@ -304,6 +348,19 @@ class TaskCoordinator:
             return record.agent_id if record else ""
 
         return self.board.status(agent_of)
+
+    def executor_status(self) -> dict[str, Any] | None:
+        if self._execution is None:
+            return None
+        return {
+            "kind": self._execution.kind,
+            "sandbox": self._execution.sandbox.kind,
+            "sandbox_network": self._execution.sandbox.network,
+            "sandbox_private_proc": self._execution.sandbox.private_proc,
+            "model": self._execution.model or None,
+            "models": self.models(),
+            "problem": self.executor_problem,
+        }
 
     def github_status(self) -> dict[str, Any] | None:
         if self._github is None:

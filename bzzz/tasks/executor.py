@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from bzzz.sandbox import Sandbox
 from bzzz.tasks.model import Task
 
 log = structlog.get_logger(__name__)
@@ -43,6 +44,7 @@ DIE_WITH_DAEMON = (
 # Not passed to the command: the daemon's own secrets.
 WITHHELD_ENV = (
     "BZZZ_GITHUB_TOKEN",
+    "BZZZ_LLM_API_KEY",
     "CREDENTIALS_DIRECTORY",
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
@@ -86,19 +88,34 @@ class OutputTail:
 
 async def run_command(
     argv: Sequence[str],
-    task: Mapping[str, Any],
+    task: Mapping[str, Any] | None,
+    workdir: Path,
+    env: Mapping[str, str],
+    time_limit: float,
+    sandbox: Sandbox | None = None,
+) -> CommandRun:
+    """Run `argv` in `workdir` (in `sandbox`, when given, with the run's git dir readable),
+    `task` as JSON on its stdin."""
+    if not _runnable(argv[0], workdir, env):
+        return CommandRun(None, "", 0.0, error=f"cannot start {argv[0]}: not found")
+    wrapped = sandbox.argv(argv, workdir, [git_dir(workdir)]) if sandbox else list(argv)
+    return await _run(argv[0], wrapped, task, workdir, env, time_limit)
+
+
+async def _run(
+    program: str,
+    wrapped: list[str],
+    task: Mapping[str, Any] | None,
     workdir: Path,
     env: Mapping[str, str],
     time_limit: float,
 ) -> CommandRun:
     started = time.monotonic()
     tail = OutputTail()
-    if not _runnable(argv[0], workdir, env):
-        return CommandRun(None, "", 0.0, error=f"cannot start {argv[0]}: not found")
     try:
         process = await asyncio.create_subprocess_exec(
             *DIE_WITH_DAEMON,
-            *argv,
+            *wrapped,
             cwd=workdir,
             env=dict(env),
             stdin=asyncio.subprocess.PIPE,
@@ -107,14 +124,15 @@ async def run_command(
             start_new_session=True,  # its own process group: stopped as a whole
         )
     except OSError as exc:
-        return CommandRun(None, "", 0.0, error=f"cannot start {argv[0]}: {exc.strerror}")
+        return CommandRun(None, "", 0.0, error=f"cannot start {program}: {exc.strerror}")
     assert process.stdin is not None and process.stdout is not None
     stdout = process.stdout
 
     async def feed() -> None:
         with contextlib.suppress(ConnectionError):
-            process.stdin.write(json.dumps(task).encode())  # type: ignore[union-attr]
-            await process.stdin.drain()  # type: ignore[union-attr]
+            if task is not None:
+                process.stdin.write(json.dumps(task).encode())  # type: ignore[union-attr]
+                await process.stdin.drain()  # type: ignore[union-attr]
         process.stdin.close()  # type: ignore[union-attr]
 
     async def collect() -> None:
@@ -173,9 +191,17 @@ async def git(
     time_limit: float = 300,
     env: Mapping[str, str] | None = None,
 ) -> tuple[int, str]:
-    """Run git as the daemon (never as the command): `env` may carry its credentials."""
+    """Run git as the daemon (never as the command): `env` may carry its credentials. In a
+    work tree, git is pointed at the run's own git dir and work tree: a `.git` the work
+    planted there is never read, nor are hooks run (`core.hooksPath` is empty)."""
+    where = ["--git-dir", str(git_dir(cwd)), "--work-tree", str(cwd)] if cwd else []
     process = await asyncio.create_subprocess_exec(
         "git",
+        "-c",
+        "core.hooksPath=/dev/null",
+        "-c",
+        "core.fsmonitor=false",
+        *where,
         *args,
         cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
@@ -212,8 +238,16 @@ def kill_leftovers(nonce: str) -> int:
 
 
 def fresh_workdir(root: Path, task: Task, nonce: str) -> Path:
-    name = f"{task.repository.replace('/', '_')}-{task.number}-{nonce}"
-    path = root / name
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True, mode=0o750)
-    return path
+    """An empty work tree for one run: `<root>/<run>/tree`, beside it the run's git dir
+    (`git_dir`). The worker removes `<root>/<run>` afterwards."""
+    run = root / f"{task.repository.replace('/', '_')}-{task.number}-{nonce}"
+    shutil.rmtree(run, ignore_errors=True)
+    (run / "tree").mkdir(parents=True, mode=0o750)
+    run.chmod(0o750)
+    return run / "tree"
+
+
+def git_dir(workdir: Path) -> Path:
+    """The repository of a work tree, outside it: the work may read it, never change its
+    config or hooks (the daemon runs git there, outside the sandbox)."""
+    return workdir.parent / "git"

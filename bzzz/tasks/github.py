@@ -131,6 +131,27 @@ class Comment:
 
 
 @dataclass(frozen=True)
+class Review:
+    id: int
+    user: str
+    association: str
+    state: str  # APPROVED, CHANGES_REQUESTED, COMMENTED
+    body: str
+    submitted_at: datetime
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Review:
+        return cls(
+            int(data["id"]),
+            str((data.get("user") or {}).get("login") or ""),
+            str(data.get("author_association") or "NONE"),
+            str(data.get("state") or ""),
+            str(data.get("body") or ""),
+            _time(data.get("submitted_at") or "1970-01-01T00:00:00Z"),
+        )
+
+
+@dataclass(frozen=True)
 class RepoInfo:
     default_branch: str
     clone_url: str
@@ -487,6 +508,18 @@ class GitHub:
             f"/repos/{repository}/compare/{quote(base)}...{quote(head)}", f"compare {repository}"
         )
         return int(data["ahead_by"])
+
+    async def reviews(self, repository: str, number: int) -> list[Review]:
+        """The reviews of pull request `number`, oldest first."""
+        items, _ = await self._list(
+            f"/repos/{repository}/pulls/{number}/reviews", f"reviews {repository}#{number}", {}
+        )
+        return [Review.from_json(item) for item in items]
+
+    async def pull_branch(self, repository: str, number: int) -> str:
+        """The head branch of pull request `number`."""
+        data = await self._get(f"/repos/{repository}/pulls/{number}", f"pull {repository}#{number}")
+        return str(data["head"]["ref"])
 
     async def find_pull(self, repository: str, head: str) -> str | None:
         """The pull request (any state) from branch `head`, by its page's address."""

@@ -35,6 +35,9 @@ class Result:
     output: str  # the end of the output (redacted)
     exit_code: int | None = None
     seconds: float = 0.0
+    details: str = ""  # markdown for the pull request (and the comment, without one)
+    warning: str = ""  # said in the pull request and in every result comment
+    close_issue: bool = True  # success without a pull request closes the issue
 
 
 @dataclass
@@ -49,6 +52,8 @@ class Holding:
     result: Result | None = None
     pull_url: str = ""
     reported: list[str] = field(default_factory=list)  # reporting steps done
+    round: str = ""  # a review round's key ("" for the task itself)
+    request: str = ""  # what the reviewer asked for, in that round
 
     @property
     def key(self) -> str:
@@ -73,6 +78,8 @@ class Holding:
             "result": None if self.result is None else self.result.__dict__,
             "pull_url": self.pull_url,
             "reported": self.reported,
+            "round": self.round,
+            "request": self.request,
         }
 
     @classmethod
@@ -93,6 +100,8 @@ class Holding:
             result=Result(**result) if result else None,
             pull_url=record.get("pull_url") or "",
             reported=list(record.get("reported") or ()),
+            round=record.get("round") or "",
+            request=record.get("request") or "",
         )
 
 

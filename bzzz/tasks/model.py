@@ -44,6 +44,14 @@ class Phase(StrEnum):
         return self in (Phase.CLAIMED, Phase.PREPARED, Phase.RUNNING, Phase.REPORTING, Phase.HELD)
 
 
+@dataclass(frozen=True)
+class Guidance:
+    """What deliberation settled before the work: the agreed plan, and humans' answers."""
+
+    plan: str = ""
+    answers: tuple[str, ...] = ()
+
+
 class Outcome(StrEnum):
     """How an attempt ended, as its marker comment says."""
 
@@ -86,9 +94,20 @@ class Task:
                 return label[5:]
         return "general"
 
-    def suits(self, capabilities: Iterable[str]) -> bool:
-        """The seed's rule: a type matches a capability of that name, or `general`."""
+    @property
+    def model(self) -> str:
+        """The model a `model-<name>` label asks for, or ""."""
+        for label in self.labels:
+            if label.startswith("model-") and len(label) > 6:
+                return label[6:]
+        return ""
+
+    def suits(self, capabilities: Iterable[str], models: Iterable[str] = ()) -> bool:
+        """The seed's rule: a type matches a capability of that name, or `general`; and a
+        `model-<name>` label goes only to agents that work with that model."""
         capabilities = set(capabilities)
+        if self.model and self.model not in set(models):
+            return False
         return "general" in capabilities or self.type in capabilities
 
     @classmethod

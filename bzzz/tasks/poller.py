@@ -29,6 +29,7 @@ from bzzz.tasks.board import TaskBoard
 from bzzz.tasks.claims import Claimer
 from bzzz.tasks.github import GitHub, GitHubError
 from bzzz.tasks.model import Phase, Task
+from bzzz.tasks.review import pending_review
 from bzzz.tasks.rounds import ClaimRounds
 from bzzz.tasks.trust import Trust
 
@@ -53,9 +54,11 @@ class Poller:
         record: Record,
         heartbeat: Callable[[], Awaitable[None]],
         trust: Trust,
+        review_trigger: str = "",
     ) -> None:
         self._github = github
         self._trust = trust
+        self._review_trigger = review_trigger  # "": no review rounds (a command executor)
         self._board = board
         self._rounds = rounds
         self._claimer = claimer
@@ -122,6 +125,8 @@ class Poller:
         labels = set(task.labels)
         if labels & {self._cfg.completed_label, self._cfg.failed_label}:
             known.phase = Phase.COMPLETED if self._cfg.completed_label in labels else Phase.FAILED
+            if self._review_trigger and known.phase is Phase.COMPLETED and not task.locked:
+                await self._consider_review(task)
             return
         if task.locked:
             if task.key not in self._locked_logged:
@@ -143,6 +148,25 @@ class Poller:
             if state.succeeded:
                 return  # reported; its labels will follow
             takeover = True
+        await self._announce(task, takeover)
+
+    async def _consider_review(self, task: Task) -> None:
+        """A task whose work ended in a pull request: did a trusted reviewer ask for more?"""
+        if task.key in self._board.held_here() or task.key in self._rounds.running:
+            return
+        review = await pending_review(
+            self._github, task, self._trust, self._review_trigger, self._claimer.verify
+        )
+        if review is None:
+            return
+        state = await self._claimer.state(task, review.key)
+        if state.standing is not None or state.succeeded:
+            return  # that round is held, or done
+        if state.failures >= self._cfg.max_attempts:
+            return
+        await self._announce(task, bool(state.lapsed), review.key)
+
+    async def _announce(self, task: Task, takeover: bool, review: str = "") -> None:
         await self._bus.publish(
             TaskAnnouncement(
                 repository=task.repository,
@@ -153,9 +177,11 @@ class Poller:
                 task_type=line(task.type, 100),
                 url=task.url if len(task.url) <= 2048 else "",
                 takeover=takeover,
+                review=review,
             )
         )
         self._record(
-            "task_announced", {"task": task.key, "title": task.title, "takeover": takeover}
+            "task_announced",
+            {"task": task.key, "title": task.title, "takeover": takeover, "review": review},
         )
-        self._rounds.start(task, takeover)
+        self._rounds.start(task, takeover, review)

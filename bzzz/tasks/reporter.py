@@ -46,7 +46,9 @@ class Reporter:
         record: Record,
         agent_id: str,
         login: Callable[[], str],
+        draft: bool = False,
     ) -> None:
+        self._draft = draft
         self._github = github
         self._claimer = claimer
         self._cfg = config
@@ -122,18 +124,19 @@ class Reporter:
         if not await self._github.ahead_by(task.repository, info.default_branch, branch):
             return  # nothing was committed: the issue is closed instead
         assert holding.result is not None
+        result = holding.result
+        parts = [f"Closes #{task.number}.", result.details or result.summary, result.warning]
+        body = "\n\n".join(part for part in parts if part)
         holding.pull_url = await self._github.create_pull(
-            task.repository,
-            task.title,
-            f"Closes #{task.number}\n\n{holding.result.summary}",
-            branch,
-            info.default_branch,
+            task.repository, task.title, body, branch, info.default_branch, draft=self._draft
         )
 
     async def _result_comment(self, holding: Holding) -> None:
         assert holding.result is not None
         outcome = Outcome.SUCCESS if holding.result.success else Outcome.FAILURE
-        await self._claimer.end(holding.task, holding.nonce, outcome, result_text(holding))
+        await self._claimer.end(
+            holding.task, holding.nonce, outcome, result_text(holding), holding.round
+        )
 
     async def _labels(self, holding: Holding) -> None:
         task, cfg = holding.task, self._cfg
@@ -141,7 +144,7 @@ class Reporter:
         await self._github.remove_label(task.repository, task.number, cfg.in_progress_label)
         if holding.result.success:
             await self._github.add_labels(task.repository, task.number, cfg.completed_label)
-        elif (await self._claimer.state(task)).failures >= cfg.max_attempts:
+        elif (await self._claimer.state(task, holding.round)).failures >= cfg.max_attempts:
             await self._github.add_labels(task.repository, task.number, cfg.failed_label)
 
     async def _unassign(self, holding: Holding) -> None:
@@ -149,8 +152,8 @@ class Reporter:
             await self._github.unassign(holding.task.repository, holding.task.number, self._login())
 
     async def _close(self, holding: Holding) -> None:
-        if holding.pull_url:
-            return  # the pull request closes it when merged
+        if holding.pull_url or (holding.result and not holding.result.close_issue):
+            return  # the pull request closes it when merged; an empty change is for humans
         await self._github.close_issue(holding.task.repository, holding.task.number)
 
     async def _tell_the_mesh(self, holding: Holding) -> None:
@@ -180,6 +183,10 @@ def result_text(holding: Holding) -> str:
     lines = [f"Task {verdict}: {result.summary}."]
     if holding.pull_url:
         lines.append(f"Pull request: {holding.pull_url}")
+    if result.details and not holding.pull_url:  # else the pull request tells them
+        lines += ["", result.details]
+    if result.warning:
+        lines += ["", result.warning]
     tail = result.output[-RESULT_TAIL:].rstrip()
     if tail:
         lines += [

@@ -25,6 +25,7 @@ from bzzz.tasks.claims import Claimer, intent_winner
 from bzzz.tasks.github import GitHub, GitHubError, Gone, Moved
 from bzzz.tasks.journal import Holding, Journal
 from bzzz.tasks.model import Phase, Task
+from bzzz.tasks.review import pending_review
 from bzzz.tasks.trust import Trust
 
 log = structlog.get_logger(__name__)
@@ -52,7 +53,15 @@ class ClaimRounds:
         spawn: Spawn,
         won: Callable[[Holding], None],
         trust: Trust,
+        can_work: Callable[[], bool] = lambda: True,
+        models: Callable[[], list[str]] = list,
+        review_trigger: str = "",
+        works_reviews: bool = False,
     ) -> None:
+        self._review_trigger = review_trigger
+        self._works_reviews = works_reviews
+        self._can_work = can_work
+        self._models = models
         self._bus = bus
         self._trust = trust
         self._board = board
@@ -77,7 +86,7 @@ class ClaimRounds:
     def _on_announcement(self, msg: Message[TaskAnnouncement]) -> None:
         task = self._board.on_announcement(msg)
         if task is not None:
-            self.start(task, msg.data.takeover)
+            self.start(task, msg.data.takeover, msg.data.review)
 
     def _on_intent(self, msg: Message[TaskClaim]) -> None:
         key = f"{msg.data.repository}#{msg.data.task_id}"
@@ -92,28 +101,29 @@ class ClaimRounds:
         self._cooling.touch(key, float)
         self._cooling[key] = time.monotonic() + seconds
 
-    def eligible(self, task: Task, takeover: bool) -> bool:
+    def eligible(self, task: Task, takeover: bool, review: str = "") -> bool:
         key = task.key
         return (
             self.enabled
+            and self._can_work()
             and time.monotonic() >= self._cooling.get(key, 0.0)
-            and task.suits(self._capabilities)
+            and task.suits(self._capabilities, self._models())
             and self._room() > 0
             and key not in self.running
             and key not in self._board.held_here()
-            and not self._board.finished_elsewhere(key)
+            and (self._works_reviews if review else not self._board.finished_elsewhere(key))
             and (takeover or not self._board.holder_of(key))
         )
 
-    def start(self, task: Task, takeover: bool = False) -> None:
-        if self.eligible(task, takeover):
+    def start(self, task: Task, takeover: bool = False, review: str = "") -> None:
+        if self.eligible(task, takeover, review):
             self.running.add(task.key)
-            self._spawn(self._round(task), f"claim round {task.key}")
+            self._spawn(self._round(task, review), f"claim round {task.key}")
 
-    async def _round(self, task: Task) -> None:
+    async def _round(self, task: Task, review: str) -> None:
         try:
             if await self._won_intents(task):
-                await self._claim(task)
+                await self._claim(task, review)
         except (Gone, Moved) as exc:
             log.info("task_dropped", task=task.key, reason=str(exc))
         except GitHubError as exc:
@@ -135,27 +145,38 @@ class ClaimRounds:
             log.debug("task_intent_lost", task=task.key, winner=winner, intents=len(heard))
         return winner == self._own
 
-    async def _claim(self, announced: Task) -> None:
+    async def _claim(self, announced: Task, review: str) -> None:
         task = await self._github.issue(announced.repository, announced.number)
         labels = set(task.labels)
-        if task.state != "open" or labels & {self._cfg.completed_label, self._cfg.failed_label}:
+        finished = labels & {self._cfg.completed_label, self._cfg.failed_label}
+        if task.state != "open" or (finished and not review):
             return
         if task.locked:
             log.info("task_locked", task=task.key, reason="the issue is locked: not claimed")
             return
         if not await self._trust.task(self._github, task, self._cfg.task_label):
             return
-        state = await self._claimer.state(task)
+        request = None
+        if review:
+            # Read afresh: the round must still be what a trusted reviewer asks for.
+            request = await pending_review(
+                self._github, task, self._trust, self._review_trigger, self._claimer.verify
+            )
+            if request is None or request.key != review:
+                return
+        state = await self._claimer.state(task, review)
         if state.succeeded or state.failures >= self._cfg.max_attempts:
             return
         if state.standing is not None:
             return  # someone holds it already
         nonce = secrets.token_hex(4)
-        claim = await self._claimer.claim(task, nonce, state.lapsed)
+        claim = await self._claimer.claim(task, nonce, state.lapsed, review)
         if claim is None:
             log.info("task_claim_lost", task=task.key)
             return
         holding = Holding(task, claim, Phase.CLAIMED, tuple(c.nonce for c in state.lapsed))
+        if request is not None:
+            holding.round, holding.request, holding.branch = review, request.text, request.branch
         self._journal.save(holding)
         if state.lapsed:
             previous = [c.peer for c in state.lapsed]
@@ -163,7 +184,7 @@ class ClaimRounds:
             self._record(
                 "task_taken_over", {"task": task.key, "previous": previous, "nonce": nonce}
             )
-        log.info("task_claimed", task=task.key, title=task.title, nonce=nonce)
+        log.info("task_claimed", task=task.key, title=task.title, nonce=nonce, round=review or None)
         self._record(
             "task_claimed",
             {
@@ -171,6 +192,7 @@ class ClaimRounds:
                 "title": task.title,
                 "nonce": nonce,
                 "claim_comment": claim.comment_id,
+                "round": review,
             },
         )
         self._won(holding)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,22 +30,21 @@ from typing import Any
 import structlog
 
 from bzzz.bus import MessageBus
-from bzzz.config import ExecutorConfig, GithubConfig
+from bzzz.config import GithubConfig
 from bzzz.messages import TaskProgress
 from bzzz.p2p import GuestStopped
 from bzzz.tasks.board import TaskBoard
 from bzzz.tasks.claims import Claimer
-from bzzz.tasks.executor import CommandRun, fresh_workdir, git, run_command, task_env
+from bzzz.tasks.execution import Execution
+from bzzz.tasks.executor import fresh_workdir
 from bzzz.tasks.github import GitHub, GitHubError, Gone, Moved
-from bzzz.tasks.journal import Holding, Journal, Result
-from bzzz.tasks.model import Outcome, Phase, Task
-from bzzz.tasks.reporter import RESULT_TAIL, IssueGone, Reporter
-from bzzz.tasks.trust import MAX_BODY_CHARS, NOTE, Trust, as_data, comments_as_data
+from bzzz.tasks.journal import Holding, Journal
+from bzzz.tasks.model import Guidance, Outcome, Phase, Task
+from bzzz.tasks.reporter import IssueGone, Reporter
 
 log = structlog.get_logger(__name__)
 
 Record = Callable[[str, dict[str, Any]], None]
-PUSH_ATTEMPTS = 3
 
 
 class Stop(Exception):
@@ -71,17 +70,14 @@ class Worker:
         bus: MessageBus,
         record: Record,
         github_config: GithubConfig,
-        executor_config: ExecutorConfig,
-        env: Mapping[str, str],
+        execution: Execution,
         workdir: Path,
         agent_id: str,
-        own_id: str,
         login: Callable[[], str],
-        trust: Trust,
-        deliberate: Callable[[Task], Awaitable[str]] | None = None,
+        deliberate: Callable[[Task], Awaitable[Guidance]] | None = None,
     ) -> None:
         self.holding = holding
-        self._trust = trust
+        self._execution = execution
         self._github = github
         self._claimer = claimer
         self._reporter = reporter
@@ -90,11 +86,8 @@ class Worker:
         self._bus = bus
         self._record = record
         self._cfg = github_config
-        self._exe = executor_config
-        self._env = env
         self._workdir_root = workdir
         self._agent = agent_id
-        self._own = own_id
         self._login = login
         self._deliberate = deliberate
         self._stop: Stop | None = None
@@ -141,23 +134,20 @@ class Worker:
         task = self.holding.task
         if self.phase is Phase.CLAIMED:
             await self._prepare()
+        guidance = Guidance()
         if self._deliberate is not None:
-            # With require_consensus: the cluster agrees on a plan (or humans decide) first.
+            # With require_consensus: the cluster agrees on a plan (or humans decide) first;
+            # the plan and the humans' answers go to the work.
             await self._progress("deliberating")
-            await self._deliberate(task)
+            guidance = await self._deliberate(task)
         await self._enter(Phase.RUNNING)
         workdir = fresh_workdir(self._workdir_root, task, self.holding.nonce)
         try:
-            run = await self._execute(workdir)
+            self.holding.result = await self._execution.run(
+                self.holding, workdir, guidance, lambda: self._journal.save(self.holding)
+            )
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        self.holding.result = Result(
-            success=run.success,
-            summary=summary(run),
-            output=self._github.redact(run.output[-RESULT_TAIL:]),
-            exit_code=run.exit_code,
-            seconds=round(run.duration_s, 1),
-        )
+            shutil.rmtree(workdir.parent, ignore_errors=True)  # the tree and its git dir
         # On disk before the first write that reports it: a restart reports, never reruns.
         await self._enter(Phase.REPORTING)
 
@@ -175,104 +165,6 @@ class Worker:
         except GitHubError as exc:
             raise Stop(Phase.RELEASED, f"cannot prepare the task: {exc}", cool_down=True) from None
         await self._enter(Phase.PREPARED)
-
-    async def _execute(self, workdir: Path) -> CommandRun:
-        task = self.holding.task
-        if not self._exe.command:
-            return CommandRun(None, "", 0.0, error="no executor.command configured")
-        extra = {
-            "BZZZ_TASK_WORKDIR": str(workdir),
-            "BZZZ_TASK_NONCE": self.holding.nonce,  # marks the run's processes
-            "BZZZ_AGENT_ID": self._agent,
-            "BZZZ_PEER_ID": self._own,
-        }
-        if self._exe.clone:
-            branch = f"bzzz/task-{task.number}-{self._agent}"
-            self.holding.branch = branch
-            self._journal.save(self.holding)
-            problem = await self._checkout(task, branch, workdir)
-            if problem:
-                return CommandRun(None, "", 0.0, error=problem)
-            extra["BZZZ_TASK_BRANCH"] = branch
-        log.info("task_running", task=task.key, command=self._exe.command[0])
-        run = await run_command(
-            self._exe.command,
-            await self._task_json(),
-            workdir,
-            task_env(self._env, task, extra),
-            self._exe.timeout,
-        )
-        if run.success and self.holding.branch:
-            problem = await self._push(workdir, self.holding.branch)
-            if problem:
-                return CommandRun(run.exit_code, run.output, run.duration_s, error=problem)
-        log.info(
-            "task_ran",
-            task=task.key,
-            exit_code=run.exit_code,
-            timed_out=run.timed_out,
-            seconds=round(run.duration_s, 1),
-        )
-        return run
-
-    async def _task_json(self) -> dict[str, Any]:
-        """What the command gets on stdin: the task, with the issue's text as data (see
-        `trust`): who wrote each part, and whether the operators trust them."""
-        task = self.holding.task
-        try:
-            comments = await self._github.comments(task.repository, task.number)
-        except GitHubError as exc:
-            log.warning("task_comments_unavailable", task=task.key, error=str(exc))
-            comments = []
-        return {
-            **task.as_json(),
-            "body": as_data(task.body, MAX_BODY_CHARS),
-            "author": task.author,
-            "author_association": task.association,
-            "author_trusted": self._trust.of(task.author, task.association),
-            "comments": comments_as_data(comments, self._trust),
-            "note": NOTE,
-        }
-
-    async def _checkout(self, task: Task, branch: str, workdir: Path) -> str:
-        """Create the task branch (if new) and clone it into `workdir`; say what went wrong.
-        The token authenticates git through its environment, never the clone URL: the work
-        tree (and its .git/config) belongs to the command."""
-        info = await self._github.repo_info(task.repository)
-        if await self._github.branch_sha(task.repository, branch) is None:
-            base = await self._github.branch_sha(task.repository, info.default_branch)
-            if base is None:
-                return f"the default branch {info.default_branch} does not exist"
-            await self._github.create_branch(task.repository, branch, base)
-        code, output = await git(
-            "clone",
-            "--quiet",
-            "--branch",
-            branch,
-            info.clone_url,
-            str(workdir),
-            env=self._github.git_env(info.clone_url),
-        )
-        return "" if code == 0 else self._github.redact(f"git clone failed: {output[-500:]}")
-
-    async def _push(self, workdir: Path, branch: str) -> str:
-        """Push the command's commits to the task branch (the daemon pushes: the command has no
-        token); say what went wrong. Pushing what is already there changes nothing."""
-        info = await self._github.repo_info(self.holding.task.repository)
-        output = ""
-        for attempt in range(PUSH_ATTEMPTS):
-            code, output = await git(
-                "push",
-                "--quiet",
-                "origin",
-                f"HEAD:refs/heads/{branch}",
-                cwd=workdir,
-                env=self._github.git_env(info.clone_url),
-            )
-            if code == 0:
-                return ""
-            await asyncio.sleep(2**attempt)
-        return self._github.redact(f"git push failed: {output[-500:]}")
 
     async def _report(self) -> None:
         await self._reporter.report(self.holding, lambda: self._journal.save(self.holding))
@@ -373,12 +265,14 @@ class Worker:
         if now - holding.claim.renewed_at < renew_every:
             return None
         try:
-            renewed = await self._claimer.renew(holding.task, holding.claim, holding.takes_over)
+            renewed = await self._claimer.renew(
+                holding.task, holding.claim, holding.takes_over, holding.round
+            )
             if renewed.renewed_at - holding.claim.renewed_at >= self._lease:
                 return Stop(Phase.LOST, "our renewal landed after the lease had lapsed")
             holding.claim = renewed
             self._journal.save(holding)
-            if not await self._claimer.stands(holding.task, holding.nonce):
+            if not await self._claimer.stands(holding.task, holding.nonce, holding.round):
                 return Stop(Phase.LOST, "another claim stands, or another attempt succeeded")
         except (Gone, Moved) as exc:
             return Stop(Phase.LOST, f"the issue is gone: {exc}")
@@ -401,7 +295,7 @@ class Worker:
             return
         try:
             holding.claim = await self._claimer.renew(
-                holding.task, holding.claim, holding.takes_over
+                holding.task, holding.claim, holding.takes_over, holding.round
             )
         except GitHubError as exc:
             log.debug("task_renew_failed", task=holding.key, error=str(exc))
@@ -421,21 +315,17 @@ async def release(
     assignee), unless another agent holds it by now."""
     task = holding.task
     await claimer.end(
-        task, holding.nonce, Outcome.RELEASED, f"The task is free to take. ({text})".strip()
+        task,
+        holding.nonce,
+        Outcome.RELEASED,
+        f"The task is free to take. ({text})".strip(),
+        holding.round,
     )
     if not reset:
         return
-    state = await claimer.state(task)
+    state = await claimer.state(task, holding.round)
     if state.standing is not None and state.standing.nonce != holding.nonce:
         return  # another agent holds it now: its labels, not ours to reset
     await github.remove_label(task.repository, task.number, config.in_progress_label)
     if login:
         await github.unassign(task.repository, task.number, login)
-
-
-def summary(run: CommandRun) -> str:
-    if run.error:
-        return run.error
-    if run.timed_out:
-        return f"timed out after {run.duration_s:.0f} s"
-    return f"exit status {run.exit_code} after {run.duration_s:.1f} s"

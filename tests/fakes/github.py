@@ -224,6 +224,7 @@ class _Pull:
     base: str
     head_sha: str  # at creation; the live ref wins while it exists
     draft: bool = False
+    reviews: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -353,6 +354,7 @@ _ROUTES: list[tuple[str, str, str]] = [
     ("GET", _REPO + r"/commits/(?P<rev>.+)", "_get_commit"),
     ("GET", _REPO + r"/compare/(?P<spec>.+)", "_compare"),
     ("GET", _REPO + r"/pulls", "_list_pulls"),
+    ("GET", _REPO + r"/pulls/(?P<number>\d+)/reviews", "_list_reviews"),
     ("POST", _REPO + r"/pulls", "_create_pull"),
     ("GET", _REPO + r"/pulls/(?P<number>\d+)", "_get_pull"),
     ("PATCH", _REPO + r"/pulls/(?P<number>\d+)", "_edit_pull"),
@@ -421,6 +423,7 @@ class FakeGitHub:
         self._next_comment_id = 2_000_001
         self._next_label_id = 3_000_001
         self._next_event_id = 4_000_001
+        self._next_review_id = 6_000_001
         self._last_stamp = 0
         self._buckets: dict[str, _Bucket] = {}
         self._limited_until = 0
@@ -668,6 +671,32 @@ class FakeGitHub:
                     }
                 )
             return out
+
+    def add_review(
+        self, full_name: str, number: int, state: str, body: str = "", user: str = "reviewer"
+    ) -> int:
+        """Review a pull request as a human would: APPROVED, CHANGES_REQUESTED or COMMENTED
+        ("Reviews"); returns the review's id."""
+        if state not in ("APPROVED", "CHANGES_REQUESTED", "COMMENTED"):
+            raise ValueError(f"unknown review state {state!r}")
+        with self._lock:
+            repo = self._repo_admin(full_name)
+            issue = self._issue_of(repo, number)
+            if issue.pull is None:
+                raise ValueError(f"#{number} is not a pull request")
+            self._next_review_id += 1
+            issue.pull.reviews.append(
+                {
+                    "id": self._next_review_id,
+                    "user": self._user_json(user),
+                    "body": body,
+                    "state": state,
+                    "author_association": self._association(repo, user),
+                    "submitted_at": _iso(self._stamp()),
+                    "commit_id": self._pull_head_sha(issue.pull, self._refs(repo)),
+                }
+            )
+            return self._next_review_id
 
     def add_comment(self, full_name: str, number: int, body: str, user: str = "someone") -> int:
         """Comment on an issue as a human would; returns the comment id."""
@@ -2207,6 +2236,12 @@ class FakeGitHub:
         self._next_pull_id += 1
         data = self._pull_json(r, issue, refs)
         return _Resp(201, data, {"Location": data["url"]})
+
+    def _list_reviews(self, ctx: _Ctx, owner: str, repo: str, number: str) -> _Resp:
+        r = self._repo(owner, repo)
+        pull = self._pull_of(r, number).pull
+        assert pull is not None
+        return self._page(ctx, list(pull.reviews))
 
     def _get_pull(self, ctx: _Ctx, owner: str, repo: str, number: str) -> _Resp:
         r = self._repo(owner, repo)

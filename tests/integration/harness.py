@@ -1,5 +1,9 @@
 """Real `bzzz run` processes on loopback, each with its own config, state dir and sockets.
 
+Commands run without the sandbox unless a test asks for it (`executor={"sandbox":
+"bubblewrap", ...}`): most task tests record what ran in files outside the work tree, which the
+sandbox rightly forbids; the sandbox has tests of its own.
+
 A daemon reports READY=1 on a notify socket that the harness owns (as systemd would), so tests
 wait for the event rather than for time. Whatever is started is stopped at teardown.
 """
@@ -116,7 +120,7 @@ metrics_listen = "{s["metrics"]}"
 {toml_table(s["github"])}
 
 [executor]
-{toml_table(s["executor"])}
+{toml_table({"sandbox": "none", **s["executor"]})}
 {s["extra"]}
 """
         )

@@ -174,7 +174,8 @@ async def test_a_transferred_or_deleted_issue_is_dropped_not_confused(
     deleted = fake.create_issue(REPO, "Deleted", labels=["bzzz-task"])
     assert fake.transfer_issue(REPO, moved, "acme/elsewhere") == unrelated == 2
     fake.delete_issue(REPO, deleted)
-    (daemon,) = cluster.full_mesh(["a"], **github_settings(fake))
+    settings = github_settings(fake)
+    (daemon,) = cluster.full_mesh(["a"], executor={"command": ["true"]}, **settings)
     async with TestPeer() as peer:
         await peer.join(daemon.address)
         for number in (moved, deleted):  # an old announcement, from a peer's stale poll

@@ -37,6 +37,8 @@ def test_one_agent_claims_executes_and_reports(cluster: Cluster, fake: FakeGitHu
     result = fake.comments(REPO, number)[-1]["body"]
     assert result.startswith(f"bzzz-done: {daemon.peer_id} ")
     assert "exit status 0" in result and "ran Write the widget file" in result
+    assert "without a sandbox (`executor.sandbox = none`)" in result, "the harness opts out"
+    assert "NO SANDBOX" in daemon.cli("status")
     assert standing_claims(fake, number) == []
     for step in ("task_announced", "task_claimed", "task_completed"):
         assert [e["data"]["task"] for e in entries(daemon, step)] == [f"{REPO}#{number}"], step

@@ -92,7 +92,7 @@ def test_the_executor_sees_the_issue_as_data_and_never_the_token(
     fake.add_comment(REPO, number, "Use the stainless spring.", user="maintainer")
     script = (
         f"cat > {out}/task.json; tr '\\0' '\\n' < /proc/$$/environ > {out}/environ; "
-        f"cp -r . {out}/tree"
+        f"cp -r . {out}/tree; cp -r ../git {out}/git"
     )
     daemon = cluster.add(
         "a", executor={"command": ["sh", "-c", script], "clone": True}, **github_settings(fake)
@@ -108,10 +108,10 @@ def test_the_executor_sees_the_issue_as_data_and_never_the_token(
         ("maintainer", True),
     ]
     assert task["author_trusted"] is True and "data" in task["note"]
-    # The token is nowhere the command could read: its environment, the work tree, .git.
+    # The token is nowhere the command could read: its environment, the work tree, the git dir.
     found = subprocess.run(["grep", "-rl", TOKEN, str(out)], capture_output=True, text=True)
     assert found.stdout == "" and found.returncode == 1
-    assert (out / "tree" / ".git" / "config").exists()
+    assert (out / "git" / "config").exists() and (out / "tree" / ".git").is_file()
     assert "BZZZ_GITHUB_TOKEN" not in (out / "environ").read_text()
 
 

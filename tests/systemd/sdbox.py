@@ -23,9 +23,25 @@ def unavailable() -> str | None:
     return None
 
 
+# What the boxes need beyond sdbox's image: the sandbox and git for the agent, Node.js to
+# show that a JIT runtime works under the unit.
+EXTRA_PACKAGES = ("bubblewrap", "nodejs", "git")
+
+
 def build() -> str | None:
-    """Build (or reuse) the cached image; return why it failed, or None."""
-    result = subprocess.run([str(SDBOX), "build"], capture_output=True, text=True, timeout=900)
+    """Build (or reuse) the cached image, rebuilt when it lacks our packages; return why it
+    failed, or None."""
+    home = Path(os.environ.get("SDBOX_HOME", "/var/lib/sdbox"))
+    release = home / "rootfs" / "etc" / "sdbox-release"
+    built = release.read_text() if release.exists() else ""
+    force = ["--force"] if built and not all(f",{p}" in built for p in EXTRA_PACKAGES) else []
+    result = subprocess.run(
+        [str(SDBOX), "build", *force],
+        env={**os.environ, "SDBOX_EXTRA_PKGS": ",".join(EXTRA_PACKAGES)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if result.returncode != 0:
         return "sdbox build failed: " + (result.stderr or result.stdout)[-500:]
     return None
