@@ -4,6 +4,8 @@
 #   sudo ./install-service.sh                    # from PyPI and this checkout
 #   sudo ./install-service.sh --wheelhouse DIR   # offline, from a folder of wheels
 #
+# Make the folder where there is internet, from this checkout: pip wheel -w DIR .
+#
 # Idempotent: running it again upgrades the package and restarts the service. It never
 # overwrites /etc/bzzz/config.toml or the GitHub token; it refuses to restart the service on a
 # config that does not validate.
@@ -25,7 +27,7 @@ die() { printf 'install-service: error: %s\n' "$*" >&2; exit 1; }
 trap 'die "failed at line $LINENO: $BASH_COMMAND"' ERR
 
 usage() {
-    sed -n '2,10s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
     exit "${1:-0}"
 }
 
@@ -78,14 +80,35 @@ if [ ! -x "$VENV/bin/python" ]; then
     say "created $VENV"
 fi
 pip_args=(--disable-pip-version-check --quiet)
+PACKAGE="$SRC"
 if [ -n "$WHEELHOUSE" ]; then
     pip_args+=(--no-index --find-links "$WHEELHOUSE")
-    say "installing offline from $WHEELHOUSE"
+    # bzzz's own wheel, as `pip wheel -w DIR .` leaves it there: building the checkout offline
+    # would need setuptools and wheel, which that folder does not hold. The newest if several.
+    for wheel in "$WHEELHOUSE"/bzzz-*.whl; do
+        if [ -f "$wheel" ] && { [ "$PACKAGE" = "$SRC" ] || [ "$wheel" -nt "$PACKAGE" ]; }; then
+            PACKAGE="$wheel"
+        fi
+    done
+    say "installing $PACKAGE offline, dependencies from $WHEELHOUSE"
 fi
-# Dependencies first (upgraded as the checkout asks), then bzzz itself, always rebuilt: the
+# pip's own words when it fails (its last lines), not the ERR trap's line number.
+pip_install() {
+    local output how="make the folder where there is internet with: pip wheel -w DIR $SRC"
+    if ! output="$("$VENV/bin/pip" install "${pip_args[@]}" "$@" 2>&1)"; then
+        printf '%s\n' "$output" | tail -n 15 >&2
+        if [ -z "$WHEELHOUSE" ]; then
+            die "pip could not install $PACKAGE (its error is above)"
+        elif [ "$PACKAGE" = "$SRC" ]; then
+            die "$WHEELHOUSE has no bzzz wheel and building $SRC offline failed (above); $how"
+        fi
+        die "pip could not install $PACKAGE from $WHEELHOUSE (above); $how"
+    fi
+}
+# Dependencies first (upgraded as the package asks), then bzzz itself, always reinstalled: the
 # version number does not change with every commit.
-"$VENV/bin/pip" install "${pip_args[@]}" --upgrade "$SRC"
-"$VENV/bin/pip" install "${pip_args[@]}" --force-reinstall --no-deps "$SRC"
+pip_install --upgrade "$PACKAGE"
+pip_install --force-reinstall --no-deps "$PACKAGE"
 VERSION="$("$VENV/bin/bzzz" version)"
 ln -sfn "$VENV/bin/bzzz" "$LINK"
 say "installed bzzz $VERSION in $VENV ($LINK)"

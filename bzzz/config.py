@@ -7,6 +7,7 @@ settings. A broken file is reported as one line per problem naming the file, the
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -101,9 +102,23 @@ class MdnsConfig(_Section):
     interfaces: list[str] = []
 
 
+_REPOSITORY = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
 class GithubConfig(_Section):
-    repositories: list[Annotated[str, Field(pattern=r"^[\w.-]+/[\w.-]+$")]] = []
+    repositories: list[str] = []
     base_url: str = "https://api.github.com"
+
+    @field_validator("repositories")
+    @classmethod
+    def _owner_slash_name(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _REPOSITORY.match(value):
+                example = value.removesuffix(".git").split("github.com/")[-1].strip("/")
+                hint = f" (did you mean {example!r}?)" if _REPOSITORY.match(example) else ""
+                raise ValueError(f"{value!r} is not owner/name{hint}")
+        return values
+
     token_file: str = ""
     poll_interval: PositiveSeconds = 30
     task_label: str = "bzzz-task"
@@ -379,6 +394,8 @@ def load(cli_path: str | None = None, env: Mapping[str, str] | None = None) -> L
         if named:
             raise ConfigError([f"{path}: file not found"]) from None
         config, source = Config(), None
+    except PermissionError:
+        raise  # the CLI names the group that may read it (an operator not in it yet)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
     else:

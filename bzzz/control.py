@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import inspect
 import json
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,6 +31,7 @@ log = structlog.get_logger(__name__)
 MAX_REQUEST_BYTES = 64 * 1024
 CONNECTION_TIMEOUT = 5.0
 MAX_CLIENTS = 16
+ASK_TIMEOUT = 5.0  # how long a client waits for an answer
 
 
 class _Request(BaseModel):
@@ -156,23 +159,45 @@ async def _answers(path: Path) -> bool:
 
 
 def request(
-    path: Path, command: str, args: Mapping[str, Any] | None = None, timeout: float = 10.0
+    path: Path, command: str, args: Mapping[str, Any] | None = None, timeout: float = ASK_TIMEOUT
 ) -> Any:
-    """Ask the daemon at `path` (blocking; for the CLI). Raises NoDaemon or ControlError."""
+    """Ask the daemon at `path` (blocking; for the CLI), waiting at most `timeout` seconds in
+    all. Raises NoDaemon, ControlError, or PermissionError naming `path`."""
+    deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
         try:
+            sock.settimeout(timeout)
             sock.connect(str(path))
+            sock.sendall(
+                json.dumps({"command": command, "args": dict(args or {})}).encode() + b"\n"
+            )
+            line = b""
+            while not line.endswith(b"\n"):
+                # One deadline for the whole answer, not one per read: a trickle cannot stretch it.
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                line += chunk
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NoDaemon(f"no bzzz daemon answers on {path} ({exc.strerror})") from None
         except PermissionError:
-            raise ControlError(f"no permission to use {path} (need root or group bzzz)") from None
-        sock.sendall(json.dumps({"command": command, "args": dict(args or {})}).encode() + b"\n")
-        with sock.makefile("rb") as stream:
-            line = stream.readline()
+            # connect() names no file; the CLI needs the path to say what would help.
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path)) from None
+        except (TimeoutError, BlockingIOError):
+            # A stopped or wedged daemon: the kernel accepts for it (until its queue is full,
+            # then connecting would block), nobody answers.
+            raise NoDaemon(f"no answer from the daemon on {path} within {timeout:g} s") from None
+        except ConnectionError:
+            line = b""  # it went away mid-request: below, as any answerless close
     if not line:
         raise NoDaemon(f"the daemon on {path} closed the connection without answering")
-    answer = json.loads(line)
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise ControlError(f"what answers on {path} does not speak bzzz's control protocol")
     if not answer.get("ok"):
         raise ControlError(answer.get("error", "unknown error"))
     return answer["result"]

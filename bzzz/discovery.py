@@ -67,6 +67,12 @@ LAN_FORGET_AFTER = 300.0
 # LAN peers dialled at once: anyone on the LAN can announce any number of peer ids.
 MAX_LAN_PEERS = 256
 
+# A peer is reported unreachable after this many failed dials in a row, then again when the
+# retries reach their longest step, then every UNREACHABLE_REMINDER seconds (see
+# `_worth_a_warning`); each attempt is at debug.
+UNREACHABLE_AFTER = 3
+UNREACHABLE_REMINDER = 3600.0
+
 # When we ask the LAN who is there: a quick burst at start, then at a steady pace.
 MDNS_QUERY_TIMES = (0.0, 1.0, 2.0)
 MDNS_QUERY_INTERVAL = 5.0
@@ -162,22 +168,52 @@ class Dialer:
         """Hold a link to one peer for as long as it is wanted."""
         link = self._link(peer_id)
         failures = 0
+        warned_at: float | None = None  # when we last said it is unreachable
+        warned_longest = False  # said so once the retries reached their longest step
         try:
             while (want := self._current(peer_id)) is not None:
                 if link.connected:
-                    failures = 0
+                    failures, warned_at, warned_longest = 0, None, False
                     link.changed.clear()
                     await link.changed.wait()
                     want.renew()  # it was reachable until now
                     continue
-                if await self._dial(peer_id, want, failures):
-                    failures = 0
+                error = await self._dial(peer_id, want)
+                if error is None:
+                    if failures:
+                        log.info(
+                            "peer_redialled",
+                            peer=peer_id,
+                            source=want.source,
+                            attempts=failures + 1,
+                        )
+                    failures, warned_at, warned_longest = 0, None, False
                     link.connected = True
                     continue
                 failures += 1
-                delay = min(want.policy.max_backoff, want.policy.min_backoff * 2 ** (failures - 1))
+                step = min(want.policy.max_backoff, want.policy.min_backoff * 2 ** (failures - 1))
+                delay = step * random.uniform(0.8, 1.2)
+                log.debug(
+                    "peer_dial_failed",
+                    peer=peer_id,
+                    error=error,
+                    attempt=failures,
+                    retry_in_s=round(delay, 1),
+                )
+                longest = step >= want.policy.max_backoff
+                if _worth_a_warning(failures, longest, warned_at, warned_longest):
+                    warned_at, warned_longest = time.monotonic(), longest
+                    log.warning(
+                        "peer_unreachable",
+                        peer=peer_id,
+                        source=want.source,
+                        addresses=want.addresses,
+                        error=error,
+                        attempts=failures,
+                        next_retry_s=round(delay, 1),
+                    )
                 link.changed.clear()
-                await _wait(link.changed, delay * random.uniform(0.8, 1.2))
+                await _wait(link.changed, delay)
         finally:
             self._keepers.discard(peer_id)
             if peer_id not in self._wants:
@@ -193,27 +229,29 @@ class Dialer:
             return None
         return want
 
-    async def _dial(self, peer_id: str, want: _Want, failures: int) -> bool:
+    async def _dial(self, peer_id: str, want: _Want) -> str | None:
+        """One attempt; None when connected, else what went wrong."""
         try:
             async with asyncio.timeout(want.policy.timeout):
                 await self._host.connect(*want.addresses)
         except GuestStopped:
             raise
         except Exception as exc:  # libp2p raises many kinds; every one means "try later"
-            # The first failure is worth a warning; a peer that stays away is not worth one a
-            # second, so later failures go to debug until it is back.
-            (log.warning if failures == 0 else log.debug)(
-                "peer_dial_failed",
-                peer=peer_id,
-                source=want.source,
-                addresses=want.addresses,
-                error=_short(exc),
-                attempt=failures + 1,
-            )
-            return False
-        if failures:
-            log.info("peer_redialled", peer=peer_id, source=want.source, attempts=failures + 1)
+            return _short(exc)
+        return None
+
+
+def _worth_a_warning(
+    failures: int, longest_step: bool, warned_at: float | None, warned_longest: bool
+) -> bool:
+    """A peer that stays away is worth a few warnings, not one per attempt: when it turns out
+    unreachable (`UNREACHABLE_AFTER` failures), when the retries reach their longest step, then
+    once per `UNREACHABLE_REMINDER` seconds. Every attempt is logged at debug."""
+    if failures < UNREACHABLE_AFTER:
+        return False
+    if failures == UNREACHABLE_AFTER or (longest_step and not warned_longest):
         return True
+    return warned_at is not None and time.monotonic() - warned_at >= UNREACHABLE_REMINDER
 
 
 async def _wait(event: asyncio.Event, at_most: float) -> None:

@@ -179,6 +179,7 @@ class CapabilityBroadcast(Data):
     polls_github: bool = False  # has a token and repositories: may be the cluster's poller
     works: bool = True  # can do a task's work now (see `problem`)
     problem: Note = ""  # why it cannot (no command, no model, no sandbox)
+    connected_peers: Count | None = None  # as the sender counts them (None: an older node)
 
 
 AvailabilityStatus = Literal["ready", "working", "busy"]
@@ -191,6 +192,7 @@ class AvailabilityBroadcast(Data):
     max_tasks: Count
     available_for_work: bool = True
     poller: bool = False  # sent by the cluster's poller after each poll: its heartbeat
+    leaving: bool = False  # the sender stops cleanly: its silence from now on is expected
 
     @model_validator(mode="after")
     def _within_capacity(self) -> AvailabilityBroadcast:

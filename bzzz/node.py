@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from bzzz import __version__
+from bzzz import __version__, logs
 from bzzz.antennae.reasoning import ChatReasoner, Reasoner, RulesReasoner
 from bzzz.antennae.service import Antennae
 from bzzz.auditlog import reader
@@ -35,6 +35,7 @@ from bzzz.discovery import Dialer, MdnsDiscovery, want_bootstrap_peers
 from bzzz.messages import CapabilityBroadcast, LogHead, Message
 from bzzz.metrics import MetricsServer
 from bzzz.p2p import GuestStopped, Host, Identity, verify
+from bzzz.p2p.addresses import dialable
 from bzzz.peers import PeerRecord, PeerTable
 from bzzz.presence import Presence
 from bzzz.sandbox import Limits, Sandbox
@@ -241,9 +242,11 @@ class Node:
             finally:
                 # On every way out, a clean stop or a failure: what we hold goes back.
                 await self.tasks.release_all(within=RELEASE_DEADLINE)
+                await self.presence.farewell()
                 # Written before the log closes (the stack unwinds after this).
                 self._record("node_stopped", {"uptime_s": round(self.uptime(), 1)})
         log.info("node_stopped", uptime_s=round(self.uptime(), 1))
+        logs.close()  # the last line: a late thread's record must not follow it
 
     async def _serve(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -267,7 +270,7 @@ class Node:
             tasks.append(group.create_task(self._watch_host()))
             log.info(
                 "node_ready",
-                listen=self.host.listen_addrs(),
+                listen=dialable(self.host.listen_addrs()),
                 control=str(self.control.path),
                 metrics=self.metrics.address or "off",
             )
@@ -470,8 +473,9 @@ class Node:
             "network_id": self.loaded.config.p2p.network_id,
             "started_at": self.started_at.isoformat(),
             "uptime_s": round(self.uptime(), 1),
-            "listen": self.host.listen_addrs(),
+            "listen": dialable(self.host.listen_addrs()),
             "capabilities": list(self.loaded.config.node.capabilities),
+            "cluster": self._cluster(),
             # Bounded whatever the crowd: `bzzz peers` has the whole table.
             "peers": self.peers.snapshot(limit=STATUS_PEERS),
             "peer_counts": self.peers.counts(),
@@ -481,6 +485,10 @@ class Node:
             "auditlog": self._auditlog_status(),
             "antennae": {
                 "conversations": len(self.antennae.conversations),
+                "open": sum(c.state == "open" for c in self.antennae.conversations.values()),
+                "escalated": sum(
+                    c.state == "escalated" for c in self.antennae.conversations.values()
+                ),
                 **dict(self.antennae.stats),
             },
             "loop_restarts": dict(self.loop_restarts),
@@ -488,12 +496,51 @@ class Node:
                 "held": self.tasks.load()[0],
                 "max": self.tasks.load()[1],
                 "poller": self.tasks.polls_github and self.tasks.is_poller(),
+                "poller_id": self.tasks.poller_id() if self.tasks.polls_github else None,
                 "github": self.tasks.github_status(),
                 "executor": self.tasks.executor_status(),
             },
             "config": str(self.loaded.source or ""),
             "state_dir": str(self.loaded.paths.state_dir),
         }
+
+    def _cluster(self) -> list[dict[str, Any]]:
+        """One row per node of the cluster, this one first: the rows of `bzzz status`. Peers
+        that never announced themselves (not bzzz nodes, or not yet) are in `bzzz peers`."""
+        held, most = self.tasks.load()
+        executor = self.tasks.executor_status() or {}
+        own = {
+            "peer_id": self.identity.peer_id,
+            "agent_id": self.agent_id,
+            "here": True,
+            "state": "ready" if held == 0 else "busy" if held >= most else "working",
+            "works": not executor.get("problem"),
+            "connected_peers": self.peers.counts()["connected"],
+            "tasks": [held, most],
+            "models": self.presence.capability().models,
+            "version": __version__,
+            "heard_s": 0.0,
+        }
+        rows = [own]
+        for peer in self.peers.snapshot(limit=STATUS_PEERS):
+            if not peer["version"] and not peer["agent_id"]:
+                continue  # never announced itself
+            state = peer["status"] if peer["state"] == "connected" else peer["state"]
+            rows.append(
+                {
+                    "peer_id": peer["peer_id"],
+                    "agent_id": peer["agent_id"],
+                    "here": False,
+                    "state": state,
+                    "works": peer["works"],
+                    "connected_peers": peer["connected_peers"],
+                    "tasks": [peer["current_tasks"], peer["max_tasks"]],
+                    "models": peer["models"],
+                    "version": peer["version"],
+                    "heard_s": peer["last_seen_s"],
+                }
+            )
+        return rows
 
     def _auditlog_status(self) -> dict[str, Any]:
         writer = self.audit.writer

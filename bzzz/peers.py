@@ -1,8 +1,9 @@
 """The peer table: who is connected, what they can do, when we last heard from them.
 
 Fed by connection events from the host and by every admitted message; read by status, metrics
-and (later) task matching. A peer not heard from for `stale_after` seconds is stale; one that is
-also disconnected is forgotten after `forget_after` seconds.
+and task matching. A peer not heard from for `stale_after` seconds is stale; one that is also
+disconnected is forgotten after `forget_after` seconds. A peer that said goodbye (a clean stop)
+has left: its silence is expected, so it is never stale, and is forgotten the same way.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -57,6 +59,13 @@ class SequenceGaps:
         return self.missed_before + self.missed_current
 
 
+class PeerState(StrEnum):
+    CONNECTED = "connected"
+    LEFT = "left"  # said goodbye: stopped on purpose
+    DISCONNECTED = "disconnected"
+    STALE = "stale"  # silent for longer than stale_after, without a goodbye
+
+
 @dataclass
 class PeerRecord:
     peer_id: str
@@ -74,12 +83,24 @@ class PeerRecord:
     last_seen: float = 0.0  # wall clock, for display
     last_heard: float = 0.0  # monotonic, for staleness
     stale: bool = False
+    left: bool = False  # said goodbye; cleared when it connects or speaks again
+    left_seqno: int = 0  # the goodbye's: an older message arriving late does not undo it
+    ever_connected: bool = False  # a direct link in our lifetime (else heard through others)
+    connected_peers: int | None = None  # how many peers it has, as it last said
     announced: bool = False  # sent a capability broadcast: a bzzz node, expected to beat
     polls_github: bool = False  # may be the cluster's poller
     works: bool = True  # can do a task's work (its last capability broadcast)
     problem: str = ""  # why it cannot
     received: int = 0  # messages from this peer
     sequence: SequenceGaps = field(default_factory=SequenceGaps)
+
+    @property
+    def state(self) -> PeerState:
+        if self.left:
+            return PeerState.LEFT
+        if self.stale:
+            return PeerState.STALE
+        return PeerState.CONNECTED if self.connected else PeerState.DISCONNECTED
 
 
 class PeerTable:
@@ -148,9 +169,11 @@ class PeerTable:
             return
         if event.connected:
             record = self._heard(event.peer_id)
-            if not record.connected:
-                record.connected_at = self._clock()
-            record.connected = True
+            if record.connected:
+                return  # a second connection (both sides dialled): the same peer, joined once
+            record.connected_at = self._clock()
+            record.connected = record.ever_connected = True
+            record.left = False
             record.address = event.address
             log.info("peer_connected", peer=event.peer_id, address=event.address)
             self._tell("joined", record)
@@ -159,13 +182,16 @@ class PeerTable:
             if known is None:
                 return
             known.connected = False
-            log.info("peer_disconnected", peer=event.peer_id, agent=known.agent_id)
+            if not known.left:  # after a goodbye, `peer_left` said it all
+                log.info("peer_disconnected", peer=event.peer_id, agent=known.agent_id)
             self._tell("left", known)
 
     def on_message(self, msg: Message) -> None:
         record = self._heard(msg.sender)
         record.received += 1
         record.sequence.add(msg.seqno)
+        if record.left and msg.seqno > record.left_seqno:
+            record.left = False  # back (a restart numbers its messages higher: the clock)
         data = msg.data
         if isinstance(data, CapabilityBroadcast):
             record.announced = True
@@ -191,6 +217,7 @@ class PeerTable:
             record.models = list(data.models)
             record.version = data.version
             record.specialization = data.specialization
+            record.connected_peers = data.connected_peers
             if changed:
                 self._tell("capabilities", record)
                 log.info(
@@ -206,18 +233,26 @@ class PeerTable:
             record.status = data.status
             record.current_tasks = data.current_tasks
             record.max_tasks = data.max_tasks
+            if data.leaving and msg.seqno >= record.left_seqno:
+                record.left, record.left_seqno = True, msg.seqno
+                log.info("peer_left", peer=msg.sender, agent=record.agent_id)
 
     def sweep(self) -> None:
         """Mark peers stale and forget long-gone ones; log each transition once."""
         now = self._clock()
         for peer_id, record in list(self._peers.items()):
             silent = now - record.last_heard
-            if not record.stale and silent > self.stale_after:
+            if not record.stale and not record.left and silent > self.stale_after:
                 record.stale = True
-                log.warning(
+                # Worth a warning when a bzzz node we were linked to went silent; a peer only
+                # heard through others (gossip a restarted node catches up on), or one that never
+                # announced itself (not a bzzz node, or gone before it could), is not news.
+                news = record.ever_connected and record.announced
+                (log.warning if news else log.info)(
                     "peer_stale", peer=peer_id, agent=record.agent_id, silent_s=round(silent)
                 )
-            if record.stale and not record.connected and silent > self.forget_after:
+            gone = record.stale or record.left
+            if gone and not record.connected and silent > self.forget_after:
                 del self._peers[peer_id]
                 log.info("peer_forgotten", peer=peer_id, agent=record.agent_id)
 
@@ -264,6 +299,8 @@ class PeerTable:
                 "current_tasks": r.current_tasks,
                 "max_tasks": r.max_tasks,
                 "connected": r.connected,
+                "state": r.state.value,
+                "connected_peers": r.connected_peers,
                 "address": r.address,
                 "last_seen": datetime.fromtimestamp(r.last_seen, UTC).isoformat(),
                 "last_seen_s": round(now - r.last_heard, 1),

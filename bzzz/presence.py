@@ -1,8 +1,11 @@
 """What this node tells the cluster about itself, and when.
 
 A capability broadcast (who we are, what we can do) and an availability broadcast (how busy we
-are) at start, every `interval` seconds, and to greet each newly connected peer; on the same beat
-the peer table is swept for stale peers and a status line is logged.
+are) at start, every `interval` seconds, to greet each newly connected peer and when a peer
+leaves (the capability broadcast carries how many peers we have: `bzzz status` on any node shows
+every node's count); on the same beat the peer table is swept for stale peers and a status line
+is logged. A clean stop says goodbye (`leaving`), so the others log `peer_left`, not a stale
+peer a minute later.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ log = structlog.get_logger(__name__)
 
 # How long a greeting waits for a new peer to join our gossip mesh before publishing anyway.
 GREETING_MESH_TIMEOUT = 5.0
+# Peers that leave at once (a switch rebooting) make one announcement, not one each.
+RECOUNT_DELAY = 1.0
+FAREWELL_TIMEOUT = 2.0
 
 Load = Callable[[], tuple[int, int]]
 """Returns (current tasks, max tasks)."""
@@ -67,6 +73,7 @@ class Presence:
         self._log_head = log_head
         self._polls_github = polls_github
         self._greet: asyncio.Queue[str] = asyncio.Queue()
+        self._recount = asyncio.Event()
         self.broadcasts_sent = 0
 
     def capability(self) -> CapabilityBroadcast:
@@ -83,9 +90,10 @@ class Presence:
             network_id=self._network_id,
             log_head=self._log_head(),
             polls_github=self._polls_github(),
+            connected_peers=self._peers.counts()["connected"],
         )
 
-    def availability(self, poller: bool = False) -> AvailabilityBroadcast:
+    def availability(self, poller: bool = False, leaving: bool = False) -> AvailabilityBroadcast:
         current, maximum = self._load()
         status: AvailabilityStatus = (
             "ready" if current == 0 else "busy" if current >= maximum else "working"
@@ -95,13 +103,29 @@ class Presence:
             status=status,
             current_tasks=current,
             max_tasks=maximum,
-            available_for_work=current < maximum,
+            available_for_work=current < maximum and not leaving,
             poller=poller,
+            leaving=leaving,
         )
 
     def on_peer_event(self, event: PeerEvent) -> None:
         if event.connected:
             self._greet.put_nowait(event.peer_id)
+        else:
+            self._recount.set()
+
+    async def farewell(self) -> None:
+        """Tell the cluster we stop on purpose (best effort: a stop must not wait on it)."""
+        try:
+            async with asyncio.timeout(FAREWELL_TIMEOUT):
+                await self._bus.publish(self.availability(leaving=True))
+                await self._host.flush(FAREWELL_TIMEOUT)  # out of the send queues before we go
+        except (TimeoutError, GuestStopped):
+            return
+        except Exception:  # a stop goes on whatever the goodbye does
+            log.exception("farewell_failed")
+            return
+        self.broadcasts_sent += 1
 
     async def poller_heartbeat(self) -> None:
         """After each poll of GitHub: tells the others that the cluster's poller is alive."""
@@ -119,6 +143,7 @@ class Presence:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._beat())
+            group.create_task(self._announce_recounts())
             while True:
                 peer_id = await self._greet.get()
                 group.create_task(self._greet_peer(peer_id))
@@ -135,6 +160,16 @@ class Presence:
                 mesh=len(self._host.mesh_peers(COORDINATION_TOPIC)),
             )
             await asyncio.sleep(self._interval)
+
+    async def _announce_recounts(self) -> None:
+        """After peers leave, the others learn our new count without waiting for a beat."""
+        while True:
+            await self._recount.wait()
+            await asyncio.sleep(RECOUNT_DELAY)
+            self._recount.clear()
+            with contextlib.suppress(GuestStopped):
+                await self._bus.publish(self.capability())
+                self.broadcasts_sent += 1
 
     async def _greet_peer(self, peer_id: str) -> None:
         """Announce ourselves once the new peer can hear it, so it need not wait a whole beat."""

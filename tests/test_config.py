@@ -143,3 +143,14 @@ def test_config_may_follow_the_command_as_in_the_unit(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"ok: {path}"
+
+
+def test_a_repository_written_as_a_url_is_explained_with_owner_slash_name(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[github]\nrepositories = ["https://github.com/acme/widgets.git"]\n')
+    with pytest.raises(ConfigError) as error:
+        config.load(path)
+    assert error.value.problems == [
+        f"{path}: github.repositories: 'https://github.com/acme/widgets.git' is not owner/name "
+        "(did you mean 'acme/widgets'?)"
+    ]

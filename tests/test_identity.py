@@ -25,6 +25,14 @@ def test_a_corrupt_key_file_is_an_error_not_a_new_identity(tmp_path):
     assert (tmp_path / "identity.key").read_bytes() == b"garbage"
 
 
+def test_an_empty_key_file_says_it_is_empty_and_what_to_do(tmp_path):
+    (tmp_path / "identity.key").write_bytes(b"")
+    with pytest.raises(IdentityError) as error:
+        load_or_create(tmp_path)
+    assert "identity.key: is empty; restore it from a backup, or remove it" in str(error.value)
+    assert "RSA" not in str(error.value)
+
+
 def test_signatures_verify_against_the_peer_id_only(tmp_path):
     identity, _ = load_or_create(tmp_path / "a")
     other, _ = load_or_create(tmp_path / "b")

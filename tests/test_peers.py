@@ -1,5 +1,7 @@
 from datetime import UTC, datetime
 
+import pytest
+
 from bzzz.messages import (
     COORDINATION_TOPIC,
     AvailabilityBroadcast,
@@ -22,13 +24,14 @@ class Clock:
         return self.now
 
 
-def message(data, msg_type) -> Message:
+def message(data, msg_type, seqno: int = 0) -> Message:
     return Message(
         type=msg_type,
         sender=PEER,
         timestamp=datetime.now(UTC),
         data=data,
         topic=COORDINATION_TOPIC,
+        seqno=seqno,
     )
 
 
@@ -99,3 +102,62 @@ def test_gaps_in_a_senders_sequence_numbers_count_as_missed():
     gaps.add(10**18)  # the sender restarted: a new epoch, not a billion losses
     gaps.add(10**18 + 2)
     assert gaps.missed == 1
+
+
+def test_a_goodbye_means_left_never_stale_and_a_return_clears_it():
+    clock = Clock()
+    peers = table(clock)
+    told: list[str] = []
+    peers.add_listener(lambda kind, record: told.append(kind))
+    peers.on_peer_event(PeerEvent(PEER, True))
+    peers.on_peer_event(PeerEvent(PEER, True))  # both sides dialled: one peer, joined once
+    assert told == ["joined"]
+    bye = AvailabilityBroadcast(
+        node_id=PEER, status="ready", current_tasks=0, max_tasks=1, leaving=True
+    )
+    peers.on_message(message(bye, MessageType.AVAILABILITY_BROADCAST))
+    peers.on_peer_event(PeerEvent(PEER, False))
+    clock.now += 300  # silent well past stale_after: expected after a goodbye
+    [row] = peers.snapshot()
+    assert (row["state"], row["stale"], row["connected"]) == ("left", False, False)
+    peers.on_peer_event(PeerEvent(PEER, True))  # restarted
+    assert peers.snapshot()[0]["state"] == "connected"
+    peers.on_peer_event(PeerEvent(PEER, False))  # a crash: no goodbye
+    clock.now += 100
+    assert peers.snapshot()[0]["state"] == "stale"  # silent, and it did not say why
+
+
+def test_a_peer_says_how_many_peers_it_has():
+    peers = table(Clock())
+    peers.on_message(
+        message(
+            CapabilityBroadcast(node_id=PEER, agent_id="walnut", connected_peers=2),
+            MessageType.CAPABILITY_BROADCAST,
+        )
+    )
+    assert peers.snapshot()[0]["connected_peers"] == 2
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_a_goodbye_holds_whatever_order_gossip_brings_it_in(order):
+    """A restarted node catches up through gossip: a peer's last words may come before the
+    message it sent just before them."""
+    peers = table(Clock())
+    sent = [
+        message(CapabilityBroadcast(node_id=PEER, agent_id="walnut"), CAP, seqno=10),
+        message(
+            AvailabilityBroadcast(
+                node_id=PEER, status="ready", current_tasks=0, max_tasks=1, leaving=True
+            ),
+            MessageType.AVAILABILITY_BROADCAST,
+            seqno=11,
+        ),
+    ]
+    for i in order:
+        peers.on_message(sent[i])
+    assert peers.snapshot()[0]["state"] == "left"
+    peers.on_message(message(CapabilityBroadcast(node_id=PEER), CAP, seqno=10**12))  # restarted
+    assert peers.snapshot()[0]["state"] == "disconnected"
+
+
+CAP = MessageType.CAPABILITY_BROADCAST

@@ -123,6 +123,19 @@ class _Pubsub(Pubsub):
         # starts at seconds, so a node restarted soon after a burst would reuse numbers its
         # peers still remember, and they would drop its new messages as duplicates.
         self.counter = time.time_ns()
+        self._outbound: dict[ID, Any] = {}  # each peer's send queue
+        self._writing = 0  # RPCs being written right now
+
+    def outbound_idle(self) -> bool:
+        """Nothing queued or being written to any peer: what we published has left."""
+        return self._writing == 0 and not any(len(q._queue) for q in self._outbound.values())
+
+    async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
+        self._writing += 1
+        try:
+            return await super().write_msg(stream, rpc_msg)
+        finally:
+            self._writing -= 1
 
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         # Runs as a task of pubsub's service: an exception here would stop pubsub, and with it
@@ -165,7 +178,12 @@ class _Pubsub(Pubsub):
             return False
 
         queue.push = counted_push
-        await super().handle_sending_messages(peer_id, stream, queue)
+        self._outbound[peer_id] = queue
+        try:
+            await super().handle_sending_messages(peer_id, stream, queue)
+        finally:
+            if self._outbound.get(peer_id) is queue:
+                del self._outbound[peer_id]
 
 
 class _BoundedGossipSub(GossipSub):
@@ -480,6 +498,20 @@ class Host:
     async def _publish(self, topic: str, data: bytes) -> None:
         assert self._pubsub is not None
         await self._pubsub.publish(topic, data)
+
+    async def flush(self, within: float) -> bool:
+        """Wait (at most `within` seconds) until what we published has been written to every
+        peer: before a clean stop, so the goodbye is not lost in the send queues."""
+        return bool(await self._guest.call(self._flush, within))
+
+    async def _flush(self, within: float) -> bool:
+        assert self._pubsub is not None
+        with trio.move_on_after(within):
+            # py-libp2p's send queues have no event to await: look every 10 ms.
+            while not self._pubsub.outbound_idle():  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            return True
+        return False
 
     async def connect(self, *addresses: str) -> str:
         """Dial a peer at any of its full multiaddrs (with /p2p/<id>); return its id."""

@@ -81,8 +81,16 @@ def load_or_create(state_dir: Path) -> tuple[Identity, bool]:
         return Identity(load_identity(path), path), False
     except FileNotFoundError:
         pass
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise IdentityError(f"{path}: cannot load the node key: {exc}") from None
+    except ValueError as exc:
+        # py-libp2p's words for a key it cannot parse ("RSA key format is not supported" for
+        # an empty file) do not say what to do.
+        what = "is empty" if path.stat().st_size == 0 else f"is not a libp2p private key ({exc})"
+        raise IdentityError(
+            f"{path}: {what}; restore it from a backup, or remove it to make a new key "
+            "(a new peer id: update the others' bootstrap_peers and allow_peers)"
+        ) from None
 
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     key_pair = create_new_key_pair()

@@ -170,6 +170,10 @@ class TaskCoordinator:
     def is_poller(self) -> bool:
         return self.poller is not None and self.poller.is_poller()
 
+    def poller_id(self) -> str | None:
+        """Who polls GitHub for the cluster (None: this node does not take tasks from GitHub)."""
+        return self.poller.poller_id() if self.poller is not None else None
+
     # ---- life ------------------------------------------------------------------------------
 
     async def run(self) -> None:

@@ -43,6 +43,7 @@ from urllib.parse import quote, urlsplit
 import structlog
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
     wait_exponential_jitter,
@@ -354,10 +355,23 @@ class GitHub:
     ) -> T:
         """`attempt` until it succeeds (or fails for good); before repeating a write whose
         answer was lost, `check` whether it happened after all."""
+
+        def said(state: RetryCallState) -> None:
+            # One line per retry, ours: PyGithub's urllib3 retries are off (retry=None).
+            error = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "github_retry",
+                request=what,
+                attempt=state.attempt_number,
+                retry_in_s=round(state.upcoming_sleep, 1),
+                error=str(error),
+            )
+
         async for retry in AsyncRetrying(
             stop=stop_after_attempt(attempts),
             wait=wait_exponential_jitter(initial=1, max=30),
             retry=retry_if_exception_type(RETRIED),
+            before_sleep=said,
             reraise=True,
         ):
             with retry:

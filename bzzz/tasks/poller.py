@@ -75,12 +75,16 @@ class Poller:
         bus.on(TaskAnnouncement, self._on_announcement)
 
     def is_poller(self) -> bool:
+        return self.poller_id() == self._own
+
+    def poller_id(self) -> str:
+        """The cluster's poller as this node sees it: the lowest id of those that may poll."""
         candidates = [self._own] + [
             r.peer_id
             for r in self._peers.records()
             if r.connected and not r.stale and r.polls_github
         ]
-        return min(candidates) == self._own
+        return min(candidates)
 
     def _poller_silent(self) -> bool:
         return time.monotonic() - self._heard > 2 * self._cfg.poll_interval

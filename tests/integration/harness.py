@@ -75,6 +75,7 @@ class Daemon:
             "ip": "127.0.0.1",
             "mdns": False,  # mDNS only ever runs inside a test's own network namespace
             "network_id": "bzzz",
+            "log_format": "console",
             # A command prefix, e.g. ["ip", "netns", "exec", "ns1"], to run the daemon elsewhere.
             "prefix": [],
             # Config sections as dicts (e.g. {"repositories": [...]}), and extra environment.
@@ -101,6 +102,7 @@ class Daemon:
 agent_id = "agent-{self.name}"
 capabilities = {toml_list(s["capabilities"])}
 models = ["model-{self.name}"]
+log_format = "{s["log_format"]}"
 state_dir = "{self.dir / "state"}"
 runtime_dir = "{self.dir / "run"}"
 

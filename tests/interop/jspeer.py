@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,11 +15,24 @@ HERE = Path(__file__).parent
 SCRIPT = HERE / "peer.mjs"
 
 
+@functools.cache
 def unavailable() -> str | None:
-    if shutil.which("node") is None:
-        return "node is not installed"
+    """Why the js-libp2p peer cannot run, or None. A fresh clone has no node_modules: they
+    are installed here, at the versions package-lock.json pins, when npm is there."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "Node.js is not installed (apt-get install nodejs npm)"
     if not (HERE / "node_modules" / "libp2p").exists():
-        return "js-libp2p is not installed (npm ci --prefix tests/interop)"
+        try:
+            subprocess.run(
+                ["npm", "ci", "--prefix", str(HERE), "--no-audit", "--no-fund", "--loglevel=error"],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=True,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            detail = getattr(exc, "stderr", "") or str(exc)
+            return f"npm ci --prefix tests/interop failed: {detail.strip()[-300:]}"
     return None
 
 

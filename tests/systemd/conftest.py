@@ -37,20 +37,11 @@ def staged() -> Iterator[Path]:
         pytest.skip(why)
     with tempfile.TemporaryDirectory(prefix="bzzz-sd-") as tmp:
         root = Path(tmp)
-        checkout_copy(root / "bzzz")
+        checkout = checkout_copy(root / "bzzz")
+        # Exactly as the README tells an operator: bzzz's wheel and its dependencies, no
+        # build tools (the installer must not need them).
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "wheel",
-                "--quiet",
-                "--wheel-dir",
-                str(root / "wheels"),
-                str(REPO),
-                "setuptools",
-                "wheel",
-            ],
+            [sys.executable, "-m", "pip", "wheel", "-w", str(root / "wheels"), str(checkout)],
             check=True,
             capture_output=True,
             timeout=600,

@@ -19,7 +19,10 @@ def unavailable() -> str | None:
     if os.geteuid() != 0:
         return "sdbox needs root"
     if not SDBOX.exists():
-        return f"{SDBOX} not found"
+        return (
+            f"{SDBOX} not found: these tests boot a real systemd with the workplace's sdbox "
+            "tool, expected beside the checkout (../shared/tools/sdbox)"
+        )
     return None
 
 

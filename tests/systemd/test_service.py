@@ -80,11 +80,7 @@ def test_install_starts_the_service(box: Box):
 
 
 def test_start_events_reach_the_journal_with_priorities(box: Box):
-    entries = {}
-    for entry in journal(box, main_pid(box)):
-        event = re.match(r"\[\w+\s*\] (\w+)", message_of(entry))  # "[info     ] node_ready"
-        if event:
-            entries[event.group(1)] = entry
+    entries = {e["BZZZ_EVENT"]: e for e in journal(box, main_pid(box)) if "BZZZ_EVENT" in e}
     assert entries["node_ready"]["PRIORITY"] == "6"
     assert entries["node_starting"]["PRIORITY"] == "6"
     assert entries["node_ready"]["SYSLOG_IDENTIFIER"] == "bzzz"
