@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -13,6 +13,10 @@ import pytest
 
 from bzzz.sandbox import Limits, Sandbox
 from bzzz.tasks.executor import run_command
+
+# The system's Python, not the virtualenv's: a checkout under /tmp (as CI may clone it) is out
+# of the sandbox's sight, which has a private /tmp.
+PYTHON = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or "python3"
 
 
 @pytest.fixture
@@ -75,7 +79,7 @@ async def test_the_network_is_off_unless_allowed(node):
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     probe = (
-        f"{sys.executable} -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 2)"
+        f"{PYTHON} -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 2)"
         "; print('connected')\""
     )
     try:
@@ -90,7 +94,7 @@ async def test_the_network_is_off_unless_allowed(node):
 async def test_limits_hold_inside(node):
     box = sandbox(node, limits=Limits(memory_mb=256, processes=0, cpu_s=1))
     code, output = await sh(
-        box, node["work"], f"{sys.executable} -c 'bytearray(512 * 1024 * 1024)'"
+        box, node["work"], f"{PYTHON} -c 'bytearray(512 * 1024 * 1024)'"
     )
     assert code != 0 and "MemoryError" in output
     code, _ = await sh(box, node["work"], "while :; do :; done")
