@@ -1,12 +1,17 @@
-"""Pubsub benchmark: 3 `bzzz run` daemons on loopback, driven by a bench peer.
+"""Pubsub benchmark: N `bzzz run` daemons against N js-libp2p peers of the same topology.
 
-Run from the repository root:  python -m bench.pubsub [--idle-seconds 60] [--soak-seconds 0]
+Run from the repository root:  python -m bench.pubsub [--nodes 3] [--runs 3] [--soak-seconds 0]
 
-The bench peer (a real libp2p host in this process) connects to daemon A only; A relays to B
-and C, so B and C measure two hops. Latency is what each daemon measures itself: receive time
-minus the sender's timestamp (same host, same clock). Printed: start-to-READY, latency p50/p99
-at 50 msg/s, delivery of a 1000-message burst, RSS, idle CPU, and each figure's ratio to its
-target. With --soak-seconds, RSS is sampled while publishing at 100 msg/s.
+Each implementation gets a full mesh of N nodes on loopback and the same driver: a py-libp2p
+peer in this process (our `Host`) attached to node a only, so the others measure two hops. Per
+run, in an order that alternates between runs: start-up, a warm-up, latency at 50 msg/s (1,100
+messages, so that the scored window of the last 1,024 holds no start-up broadcasts), a burst of
+1,000 and one of 5,000 as fast as the driver publishes, then idle. Latency is what each node
+measures itself: receive time minus the sender's timestamp (same host, same clock; the js
+reference is `tests/interop/peer.mjs --bench`). CPU per message per node is the node process's
+CPU time over a phase divided by the messages of that phase. Printed: the median of the runs
+for each figure, the js reference beside it and the ratio. With --soak-seconds, bzzz alone is
+soaked at 20 msg/s and its RSS sampled every 10 s.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +33,13 @@ from typing import Any
 from bzzz.messages import COORDINATION_TOPIC
 from tests.integration.harness import Cluster, Daemon
 from tests.integration.testpeer import TestPeer
+from tests.interop.jspeer import JsPeer, unavailable
 
-TARGET_P50_MS = 5.0
-TARGET_RSS_MB = 100.0
 LATENCY_RATE = 50
-LATENCY_COUNT = 500
-BURST = 1000
+LATENCY_COUNT = 1100
+WARM_UP = 50
+BURSTS = (1000, 5000)
+SOAK_RATE = 20
 PAYLOAD_BYTES = 300
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -42,7 +49,7 @@ def progress(sender: str, n: int) -> bytes:
         "type": "task_progress",
         "from": sender,
         "timestamp": datetime.now(UTC).isoformat(),
-        "data": {"repository": "bench/bench", "task_id": n, "status": "working", "message": ""},
+        "data": {"repository": "bench/bench", "task_id": n + 1, "status": "working", "message": ""},
     }
     raw = json.dumps(body)
     body["data"]["message"] = "x" * max(0, PAYLOAD_BYTES - len(raw))
@@ -61,170 +68,295 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def accepted(daemon: Daemon) -> int:
-    return int(daemon.status()["messages"]["topics"][COORDINATION_TOPIC]["accepted"])
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return predicate()
+# ---- the two implementations, behind one face -------------------------------------------------
 
 
-def start_to_ready(root: Path, runs: int) -> float:
-    """Median seconds from process start to READY=1 of a lone daemon."""
-    times = []
-    for i in range(runs):
-        cluster = Cluster(root / f"ready{i}")
-        try:
-            daemon = cluster.add("solo")
-            started = time.monotonic()
-            daemon.start()
-            times.append(time.monotonic() - started)
-        finally:
-            cluster.close()
-    return statistics.median(times)
+@dataclass
+class Nodes:
+    """A mesh under test: where the driver dials, each node's pid, and what each received."""
+
+    name: str
+    dial: str
+    pids: list[int]
+    received: Callable[[str], Awaitable[list[int]]]  # messages from one sender, per node
+    delays: Callable[[], Awaitable[list[tuple[float, float]]]]  # (p50, p99) ms per node
+    ready_s: float
+    close: Callable[[], Awaitable[None]] = field(repr=False)
 
 
-async def drive(daemons: list[Daemon], soak_seconds: float) -> dict[str, Any]:
-    a = daemons[0]
-    results: dict[str, Any] = {}
-    async with TestPeer() as peer:
-        await peer.join(a.address)
-        base = {d.name: accepted(d) for d in daemons}
-
-        # Latency at a steady 50 msg/s.
-        interval = 1 / LATENCY_RATE
-        next_send = time.monotonic()
-        for n in range(LATENCY_COUNT):
-            await peer.publish(COORDINATION_TOPIC, progress(peer.peer_id, n))
-            next_send += interval
-            await asyncio.sleep(max(0.0, next_send - time.monotonic()))
-        await wait_for(
-            lambda: all(accepted(d) >= base[d.name] + LATENCY_COUNT for d in daemons), 10
-        )
-        results["latency"] = {d.name: d.status()["messages"]["delay_ms"] for d in daemons}
-
-        # A burst, as fast as the bench peer can publish.
-        base = {d.name: accepted(d) for d in daemons}
+async def bzzz_nodes(root: Path, n: int) -> Nodes:
+    lone = Cluster(root / "lone")
+    try:
+        daemon = lone.add("solo")
         started = time.monotonic()
-        for n in range(BURST):
-            await peer.publish(COORDINATION_TOPIC, progress(peer.peer_id, n))
-        published = time.monotonic() - started
-        done = await wait_for(lambda: all(accepted(d) >= base[d.name] + BURST for d in daemons), 30)
-        elapsed = time.monotonic() - started
-        results["burst"] = {
-            "delivered": {d.name: accepted(d) - base[d.name] for d in daemons},
-            "publish_s": published,
-            "all_delivered_s": elapsed if done else None,
-            "dropped": {d.name: d.status()["messages"]["dropped"] for d in daemons},
-        }
+        daemon.start()  # returns at READY=1 on its notify socket, as systemd sees it
+        ready_s = time.monotonic() - started
+    finally:
+        lone.close()
+    cluster = Cluster(root / "mesh")
+    daemons = cluster.full_mesh([chr(ord("a") + i) for i in range(n)], interval=30)
+    for daemon in daemons:
+        others = {d.peer_id for d in daemons} - {daemon.peer_id}
+        deadline = time.monotonic() + 30
+        while set(daemon.status()["connected"]) < others:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bzzz {daemon.name} did not mesh")
+            await asyncio.sleep(0.05)
 
-        if soak_seconds:
-            samples = []
-            rate = 100
-            n, started = 0, time.monotonic()
-            next_sample = started
-            while time.monotonic() - started < soak_seconds:
-                await peer.publish(COORDINATION_TOPIC, progress(peer.peer_id, n))
-                n += 1
+    def heard(daemon: Daemon, sender: str) -> int:
+        rows = [p for p in daemon.status()["peers"] if p["peer_id"] == sender]
+        return int(rows[0]["received"]) if rows else 0
+
+    async def received(sender: str) -> list[int]:
+        return [heard(d, sender) for d in daemons]
+
+    async def delays() -> list[tuple[float, float]]:
+        out = []
+        for d in daemons:
+            lat = d.status()["messages"]["delay_ms"]
+            out.append((float(lat["p50"]), float(lat["p99"])))
+        return out
+
+    async def close() -> None:
+        cluster.close()
+
+    return Nodes(
+        "bzzz", daemons[0].address, [d.pid for d in daemons], received, delays, ready_s, close
+    )
+
+
+async def js_nodes(n: int) -> Nodes:
+    lone = JsPeer("/ip4/127.0.0.1/tcp/0", bench=True)
+    started = time.monotonic()
+    await lone.__aenter__()  # returns at its "ready" event: listening, topics joined
+    ready_s = time.monotonic() - started
+    await lone.__aexit__(None, None, None)
+    peers = [JsPeer("/ip4/127.0.0.1/tcp/0", bench=True) for _ in range(n)]
+    await asyncio.gather(*(p.__aenter__() for p in peers))
+    for i, peer in enumerate(peers):
+        for other in peers[i + 1 :]:
+            await peer.dial(other.addrs[0])
+
+    async def received(sender: str) -> list[int]:
+        # The js peers publish nothing themselves: all they receive is the driver's.
+        return [int((await p.stats())["received"]) for p in peers]
+
+    async def delays() -> list[tuple[float, float]]:
+        out = []
+        for p in peers:
+            values = [float(v) for v in (await p.stats())["delays_ms"]]
+            out.append((percentile(values, 0.5), percentile(values, 0.99)))
+        return out
+
+    async def close() -> None:
+        for peer in peers:
+            await peer.__aexit__(None, None, None)
+
+    return Nodes("js", peers[0].addrs[0], [p.pid for p in peers], received, delays, ready_s, close)
+
+
+# ---- one run on one mesh ----------------------------------------------------------------------
+
+
+async def wait_received(
+    nodes: Nodes, sender: str, targets: list[int], timeout: float
+) -> tuple[bool, float]:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        got = await nodes.received(sender)
+        if all(g >= want for g, want in zip(got, targets, strict=True)):
+            return True, time.monotonic() - started
+        await asyncio.sleep(0.25)  # asking costs the nodes CPU too: not too often
+    return False, time.monotonic() - started
+
+
+def cpu_of(nodes: Nodes) -> list[float]:
+    return [cpu_seconds(pid) for pid in nodes.pids]
+
+
+async def measure(nodes: Nodes, idle_seconds: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"ready_s": nodes.ready_s}
+    async with TestPeer() as driver:
+        await driver.join(nodes.dial)
+        sent = 0
+
+        async def steady(count: int, rate: float) -> None:
+            nonlocal sent
+            next_send = time.monotonic()
+            for _ in range(count):
+                await driver.publish(COORDINATION_TOPIC, progress(driver.peer_id, sent))
+                sent += 1
+                next_send += 1 / rate
+                await asyncio.sleep(max(0.0, next_send - time.monotonic()))
+
+        # Warm-up until everyone hears the driver (the first messages may go before the
+        # driver is in the mesh: they are not scored).
+        deadline = time.monotonic() + 30
+        while min(await nodes.received(driver.peer_id)) < WARM_UP // 2:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{nodes.name}: the warm-up did not reach every node")
+            await steady(10, LATENCY_RATE)
+
+        # Latency at a steady rate; CPU over the same phase.
+        base, cpu0, t0 = await nodes.received(driver.peer_id), cpu_of(nodes), time.monotonic()
+        await steady(LATENCY_COUNT, LATENCY_RATE)
+        await wait_received(nodes, driver.peer_id, [b + LATENCY_COUNT for b in base], 10)
+        seconds = time.monotonic() - t0
+        cpu = [c1 - c0 for c0, c1 in zip(cpu0, cpu_of(nodes), strict=True)]
+        out["latency"] = await nodes.delays()
+        out["cpu_pct_steady"] = [100 * c / seconds for c in cpu]
+        out["cpu_ms_per_msg_steady"] = [1000 * c / LATENCY_COUNT for c in cpu]
+
+        for burst in BURSTS:
+            base, cpu0 = await nodes.received(driver.peer_id), cpu_of(nodes)
+            started = time.monotonic()
+            for _ in range(burst):
+                await driver.publish(COORDINATION_TOPIC, progress(driver.peer_id, sent))
+                sent += 1
+            done, _ = await wait_received(nodes, driver.peer_id, [b + burst for b in base], 60)
+            took = time.monotonic() - started  # from the first publish to the last delivery
+            got = [
+                min(burst, r - b)
+                for r, b in zip(await nodes.received(driver.peer_id), base, strict=True)
+            ]
+            cpu = [c1 - c0 for c0, c1 in zip(cpu0, cpu_of(nodes), strict=True)]
+            out[f"burst{burst}"] = {
+                "delivered": got,
+                "lost": sum(burst - g for g in got),
+                "rate": burst / took if done else None,
+                "cpu_ms_per_msg": [1000 * c / burst for c in cpu],
+            }
+
+    cpu0 = cpu_of(nodes)
+    await asyncio.sleep(idle_seconds)
+    out["cpu_pct_idle"] = [
+        100 * (c1 - c0) / idle_seconds for c0, c1 in zip(cpu0, cpu_of(nodes), strict=True)
+    ]
+    out["rss_mb"] = [rss_mb(pid) for pid in nodes.pids]
+    return out
+
+
+async def soak(root: Path, n: int, seconds: float) -> list[tuple[float, list[float]]]:
+    nodes = await bzzz_nodes(root, n)
+    samples: list[tuple[float, list[float]]] = []
+    try:
+        async with TestPeer() as driver:
+            await driver.join(nodes.dial)
+            started, sent, next_sample = time.monotonic(), 0, time.monotonic()
+            while time.monotonic() - started < seconds:
+                await driver.publish(COORDINATION_TOPIC, progress(driver.peer_id, sent))
+                sent += 1
                 if time.monotonic() >= next_sample:
-                    rss = [rss_mb(d.pid) for d in daemons]
-                    samples.append((time.monotonic() - started, rss))
+                    samples.append((time.monotonic() - started, [rss_mb(p) for p in nodes.pids]))
                     next_sample += 10
-                await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
-            results["soak"] = {"messages": n, "samples": samples}
-    return results
+                await asyncio.sleep(max(0.0, started + sent / SOAK_RATE - time.monotonic()))
+    finally:
+        await nodes.close()
+    return samples
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+
+def figures(run: dict[str, Any]) -> dict[str, float]:
+    """One number per figure (the worst node where nodes differ), so runs can be medianed."""
+    lat = run["latency"]
+    out = {
+        "start to READY, s": run["ready_s"],
+        "latency p50, 1 hop (node a), ms": lat[0][0],
+        "latency p50, 2 hops (max of the others), ms": max(p50 for p50, _ in lat[1:]),
+        "latency p99 (max), ms": max(p99 for _, p99 in lat),
+        f"CPU per node at {LATENCY_RATE} msg/s (max), %": max(run["cpu_pct_steady"]),
+        "CPU per message per node, steady (max), ms": max(run["cpu_ms_per_msg_steady"]),
+        "CPU idle per node (max), %": max(run["cpu_pct_idle"]),
+        "RSS idle per node (max), MB": max(run["rss_mb"]),
+    }
+    for burst in BURSTS:
+        b = run[f"burst{burst}"]
+        out[f"burst {burst}: lost (all nodes)"] = float(b["lost"])
+        out[f"burst {burst}: delivered rate, msg/s"] = b["rate"] or 0.0
+        out[f"burst {burst}: CPU per message per node (max), ms"] = max(b["cpu_ms_per_msg"])
+    return out
+
+
+def report(runs: dict[str, list[dict[str, Any]]], n: int) -> None:
+    med = {
+        impl: {k: statistics.median(figures(r)[k] for r in rs) for k in figures(rs[0])}
+        for impl, rs in runs.items()
+        if rs
+    }
+    names = list(next(iter(med.values())))
+    rows = [("figure", "bzzz", "js-libp2p", "bzzz / js")]
+    for name in names:
+        ours, ref = med.get("bzzz", {}).get(name), med.get("js", {}).get(name)
+        ratio = f"{ours / ref:.2f}x" if ours is not None and ref else ""
+        rows.append((name, _num(ours), _num(ref), ratio))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    print(f"{n} nodes, medians of {max(len(v) for v in runs.values())} runs")
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    impls = ["bzzz", "js"] if args.only is None else [args.only]
+    if "js" in impls and (why := unavailable()):
+        print(f"no js reference: {why}")
+        impls.remove("js")
+    runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
+    root = Path(tempfile.mkdtemp(prefix="bzzz-bench-"))
+    try:
+        for i in range(args.runs):
+            order = impls if i % 2 == 0 else list(reversed(impls))
+            for impl in order:
+                nodes = (
+                    await bzzz_nodes(root / f"run{i}", args.nodes)
+                    if impl == "bzzz"
+                    else await js_nodes(args.nodes)
+                )
+                try:
+                    runs[impl].append(await measure(nodes, args.idle_seconds))
+                finally:
+                    await nodes.close()
+                print(f"run {i + 1}/{args.runs} {impl}: done", flush=True)
+        report(runs, args.nodes)
+        if args.soak_seconds:
+            samples = await soak(root / "soak", args.nodes, args.soak_seconds)
+            after_5 = [s for s in samples if s[0] >= 300] or samples
+            spread = [
+                max(s[1][i] for s in after_5) - min(s[1][i] for s in after_5)
+                for i in range(args.nodes)
+            ]
+            first, last = samples[0][1], samples[-1][1]
+            print(
+                f"soak {args.soak_seconds:.0f} s at {SOAK_RATE} msg/s: RSS per node "
+                + ", ".join(f"{a:.1f} -> {b:.1f} MB" for a, b in zip(first, last, strict=True))
+                + "; after the first 5 minutes, within "
+                + ", ".join(f"{s:.1f}" for s in spread)
+                + " MB"
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--idle-seconds", type=float, default=10)
     parser.add_argument("--soak-seconds", type=float, default=0)
-    parser.add_argument("--ready-runs", type=int, default=5)
-    args = parser.parse_args()
-
-    root = Path(tempfile.mkdtemp(prefix="bzzz-bench-"))
-    cluster = Cluster(root / "mesh")
-    try:
-        ready_s = start_to_ready(root, args.ready_runs)
-        daemons = cluster.full_mesh(["a", "b", "c"], interval=30)
-        for daemon in daemons:
-            others = {d.peer_id for d in daemons} - {daemon.peer_id}
-            deadline = time.monotonic() + 20
-            while set(daemon.status()["connected"]) < others:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{daemon.name} did not mesh")
-                time.sleep(0.05)
-        results = asyncio.run(drive(daemons, args.soak_seconds))
-        rss = {d.name: rss_mb(d.pid) for d in daemons}
-
-        cpu0 = {d.name: cpu_seconds(d.pid) for d in daemons}
-        time.sleep(args.idle_seconds)
-        idle_cpu = {
-            d.name: 100 * (cpu_seconds(d.pid) - cpu0[d.name]) / args.idle_seconds for d in daemons
-        }
-    finally:
-        cluster.close()
-        shutil.rmtree(root, ignore_errors=True)
-
-    report(ready_s, results, rss, idle_cpu, args.idle_seconds)
-
-
-def report(
-    ready_s: float,
-    results: dict[str, Any],
-    rss: dict[str, float],
-    idle_cpu: dict[str, float],
-    idle_seconds: float,
-) -> None:
-    rows: list[tuple[str, str, str]] = [("metric", "value", "vs target")]
-    rows.append(("start to READY (median, 1 daemon)", f"{ready_s * 1000:.0f} ms", ""))
-    for name, lat in results["latency"].items():
-        hops = "1 hop" if name == "a" else "2 hops"
-        rows.append(
-            (
-                f"latency @{LATENCY_RATE}/s {name} ({hops}) p50/p99",
-                f"{lat['p50']:.2f} / {lat['p99']:.2f} ms",
-                f"p50 {lat['p50'] / TARGET_P50_MS:.2f}x of {TARGET_P50_MS:.0f} ms",
-            )
-        )
-    burst = results["burst"]
-    for name, got in burst["delivered"].items():
-        rows.append((f"burst {BURST} delivered to {name}", f"{got}/{BURST}", f"{got / BURST:.1%}"))
-    took = burst["all_delivered_s"]
-    rows.append(
-        (
-            "burst: publish / all delivered",
-            f"{burst['publish_s'] * 1000:.0f} ms / "
-            + (f"{took * 1000:.0f} ms" if took else "incomplete"),
-            f"{BURST / took:.0f} msg/s" if took else "",
-        )
-    )
-    for name, mb in rss.items():
-        rows.append((f"RSS {name}", f"{mb:.1f} MB", f"{mb / TARGET_RSS_MB:.2f}x of 100 MB"))
-    for name, pct in idle_cpu.items():
-        rows.append((f"idle CPU {name} over {idle_seconds:.0f} s", f"{pct:.2f} %", ""))
-    if "soak" in results:
-        soak = results["soak"]
-        samples = soak["samples"]
-        first, middle, last = samples[0], samples[len(samples) // 2], samples[-1]
-        for i, name in enumerate(results["latency"]):
-            # Growth in the second half tells whether RSS levels off once caches are full.
-            late = (last[1][i] - middle[1][i]) * 1024 * 1024 / max(1, soak["messages"] // 2)
-            rows.append(
-                (
-                    f"soak RSS {name} ({soak['messages']} msgs, {last[0]:.0f} s)",
-                    f"{first[1][i]:.1f} -> {middle[1][i]:.1f} -> {last[1][i]:.1f} MB",
-                    f"second half {late:.0f} B/msg",
-                )
-            )
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    parser.add_argument("--only", choices=["bzzz", "js"], help="one implementation")
+    asyncio.run(main_async(parser.parse_args()))
 
 
 if __name__ == "__main__":

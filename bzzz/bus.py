@@ -177,7 +177,8 @@ class MessageBus:
         reasons[Reason.BAD_FRAME.value] += host_counts["bad_frame"]
         dropped = {
             "inbound": host_counts["inbound_overflow"],
-            "outbound": host_counts["outbound_dropped"],
+            "outbound": host_counts["outbound_dropped"],  # forwarded, to a slow peer
+            "publish": host_counts["publish_stalled"],  # our own, never sent
         }
         return {
             "topics": {

@@ -67,7 +67,8 @@ def metric_families(status: dict[str, Any]) -> Iterator[Metric]:
     yield rejected
     dropped = CounterMetricFamily(
         "bzzz_messages_dropped",
-        "Messages dropped on a full queue: inbound (admitted, not handled) or outbound (not sent)",
+        "Messages dropped: inbound (admitted, not handled), outbound (forwarded to a slow peer, "
+        "not sent), publish (our own, not sent within publish_wait)",
         labels=["direction"],
     )
     for direction, value in stats["dropped_by"].items():

@@ -36,7 +36,7 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.pubsub.validators import signature_validator
+from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX, signature_validator
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -61,6 +61,8 @@ class GossipSettings:
       validators refuse bad messages, and Antennae throttles talkative peers per conversation.
     - outbound queue 1024 RPCs per peer (py-libp2p: 32): a burst of a few hundred messages is
       delivered instead of silently dropped.
+    - publish wait 10 s: how long our own publish waits for room in a peer's full send queue
+      before it fails with PublishStalled (py-libp2p would drop it there).
     - seen-messages TTL 300 s: longer than twice the clock-skew window, so a replayed message is
       either remembered or refused as too old.
     """
@@ -75,6 +77,7 @@ class GossipSettings:
     prune_back_off: int = 60
     seen_ttl: int = 300
     outbound_queue: int = 1024
+    publish_wait: float = 10.0
     inbound_queue: int = 4096
     max_rpc_bytes: int = 1024 * 1024
 
@@ -103,6 +106,9 @@ REFUSED_LOGGED = 1024  # refused peers logged by id (each once)
 # How much delivery history the adaptive-gossip health score may keep.
 DELIVERY_HISTORY_S = 60.0
 
+# How long our address list is reused before it is built again (see `_reuse_addrs`).
+ADDRS_REUSE_S = 1.0
+
 Admit = Callable[[Incoming], object | None]
 """Turns an incoming message into what subscribers get, or None to refuse it (not forwarded)."""
 
@@ -113,8 +119,17 @@ class ListenError(OSError):
     """A configured listen address could not be bound."""
 
 
+class PublishStalled(Exception):
+    """A peer's send queue stayed full for `publish_wait` seconds: the message was not sent."""
+
+
 class _Pubsub(Pubsub):
-    """py-libp2p's Pubsub, hooked: forged messages counted, direct delivery, deeper queues."""
+    """py-libp2p's Pubsub, hooked: forged messages counted, direct delivery, deeper queues,
+    our own publishes never dropped, each signature verified once.
+
+    Run it with strict_signing off: py-libp2p would otherwise verify every message a second
+    time after our counted check in `_push_msg` (and our own on the way out); `publish` signs.
+    """
 
     def __init__(self, owner: Host, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -123,8 +138,61 @@ class _Pubsub(Pubsub):
         # starts at seconds, so a node restarted soon after a burst would reuse numbers its
         # peers still remember, and they would drop its new messages as duplicates.
         self.counter = time.time_ns()
+        self._sign = self.host.get_private_key().sign
+        self._public_key = self.host.get_public_key().serialize()
         self._outbound: dict[ID, Any] = {}  # each peer's send queue
         self._writing = 0  # RPCs being written right now
+        self._room: trio.Event | None = None  # set when a send queue shrinks, if awaited
+        self._stalled: set[ID] = set()  # peers that took nothing during a whole publish wait
+
+    async def publish(self, topic_id: str | list[str], data: bytes) -> None:
+        """Sign and send once every peer of the topics has room in its send queue.
+
+        py-libp2p drops what does not fit; our own messages wait for room instead, at most
+        `publish_wait` seconds, then fail with PublishStalled (counted as publish_stalled).
+        """
+        topics = [topic_id] if isinstance(topic_id, str) else topic_id
+        if self._full_queues(topics):
+            await self._wait_for_room(topics)
+        # From here to the queues nothing yields to trio: the room is still there.
+        msg = rpc_pb2.Message(
+            data=data, topicIDs=topics, from_id=self.my_id.to_bytes(), seqno=self._next_seqno()
+        )
+        msg.signature = self._sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
+        msg.key = self._public_key
+        await self.push_msg(self.my_id, msg)
+
+    async def _wait_for_room(self, topics: list[str]) -> None:
+        within = self._owner.settings.publish_wait
+        with trio.move_on_after(within) as waiting:
+            while full := self._full_queues(topics):
+                if self._room is None:
+                    self._room = trio.Event()
+                await self._room.wait()
+        if waiting.cancelled_caught:
+            # Until such a peer takes an RPC again, publishes pass it over (what it misses
+            # is counted as outbound_dropped): one stuck peer must not hold every publish.
+            self._stalled.update(full)
+            self._owner.count("publish_stalled")
+            peers = [peer.to_base58() for peer in full]
+            log.warning("publish_stalled", topics=topics, peers=peers, waited_s=within)
+            raise PublishStalled(f"send queue full for {within} s: {', '.join(peers)}")
+
+    def _full_queues(self, topics: list[str]) -> list[ID]:
+        """Peers on `topics` whose send queue has no free slot (stalled ones aside)."""
+        full = []
+        for peer in {peer for topic in topics for peer in self.peer_topics.get(topic, ())}:
+            if peer in self._stalled:
+                continue
+            queue = self._outbound.get(peer)
+            if queue is not None and not queue.closed and len(queue) >= queue._queue.max_size:
+                full.append(peer)
+        return full
+
+    def _made_room(self) -> None:
+        if self._room is not None:
+            self._room.set()
+            self._room = None
 
     def outbound_idle(self) -> bool:
         """Nothing queued or being written to any peer: what we published has left."""
@@ -168,22 +236,31 @@ class _Pubsub(Pubsub):
 
     async def handle_sending_messages(self, peer_id: ID, stream: INetStream, queue: Any) -> None:
         queue._queue.max_size = self._owner.settings.outbound_queue
-        push = queue.push
+        push, pop = queue.push, queue.pop
 
         def counted_push(rpc: rpc_pb2.RPC, priority: bool = False) -> bool:
-            # py-libp2p drops what does not fit and logs it at debug; count it.
+            # py-libp2p drops what does not fit and logs it at debug; count it. Our own
+            # publishes wait for room, so only forwarded ones (or ours to a stalled peer).
             if push(rpc, priority):
                 return True
             self._owner.count("outbound_dropped")
             return False
 
-        queue.push = counted_push
+        async def pop_and_wake() -> rpc_pb2.RPC | None:
+            rpc: rpc_pb2.RPC | None = await pop()
+            self._stalled.discard(peer_id)
+            self._made_room()  # a publish may be waiting for this slot
+            return rpc
+
+        queue.push, queue.pop = counted_push, pop_and_wake
         self._outbound[peer_id] = queue
         try:
             await super().handle_sending_messages(peer_id, stream, queue)
         finally:
             if self._outbound.get(peer_id) is queue:
                 del self._outbound[peer_id]
+                self._stalled.discard(peer_id)
+            self._made_room()  # a publish waiting for this peer waits no more
 
 
 class _BoundedGossipSub(GossipSub):
@@ -208,6 +285,14 @@ class _BoundedGossipSub(GossipSub):
             del deliveries[: bisect.bisect_right(deliveries, cutoff)]  # time-ordered
             if not deliveries:
                 del self.recent_message_deliveries[topic]
+
+    def send_rpc(self, peer_id: ID, rpc: rpc_pb2.RPC, priority: bool = False) -> None:
+        # py-libp2p attaches our signed peer record to every message it sends, and the
+        # receiver verifies it on every copy, duplicates included (~60 us each). Peers have it
+        # from the hello that opens each stream; go- and js-libp2p never send it with messages.
+        if rpc.publish and rpc.senderRecord:
+            rpc.ClearField("senderRecord")  # the same RPC goes to every peer: once is enough
+        super().send_rpc(peer_id, rpc, priority)
 
 
 class _Notifee(INotifee):
@@ -267,7 +352,8 @@ class Host:
                 "bad_signature",  # forged: py-libp2p alone drops them without a trace
                 "bad_frame",  # a frame no honest node sends
                 "inbound_overflow",  # admitted, but our inbound queue was full
-                "outbound_dropped",  # py-libp2p's per-peer send queue was full
+                "outbound_dropped",  # py-libp2p's per-peer send queue was full (forwarding)
+                "publish_stalled",  # our own publish found a send queue full for publish_wait
                 "stream_errors",  # a peer's stream broke a protocol handler: stream reset
                 "handler_errors",  # a message broke pubsub's handling: dropped
                 "peers_refused",  # connections from peers not in allow_peers
@@ -326,7 +412,7 @@ class Host:
             self,
             host,
             router,
-            strict_signing=True,
+            strict_signing=False,  # _Pubsub signs and verifies (once)
             seen_ttl=s.seen_ttl,
             max_inbound_rpc_size=s.max_rpc_bytes,
         )
@@ -335,6 +421,7 @@ class Host:
         try:
             async with host.run(self._listen):
                 self._check_listening(host)
+                _reuse_addrs(host)  # listening: the list is complete now
                 # The auto-connector dials every peer in the peer store to reach ~150
                 # connections; discovery decides whom we dial.
                 await host.get_network().auto_connector.stop()  # type: ignore[attr-defined]
@@ -593,6 +680,24 @@ def _probe_port(address: multiaddr.Multiaddr) -> None:
             probe.bind((host, port))
         except OSError as exc:
             raise ListenError(f"cannot listen on {address}: {exc.strerror}") from None
+
+
+def _reuse_addrs(host: Any) -> None:
+    """py-libp2p builds our address list anew (~60 us of multiaddr parsing) for the signed
+    peer record it attaches to each message it sends or forwards; build it at most once per
+    ADDRS_REUSE_S, so a change of address still shows within that time."""
+    build = host.get_addrs
+    addrs: list[multiaddr.Multiaddr] = []
+    built = -math.inf
+
+    def get_addrs() -> list[multiaddr.Multiaddr]:
+        nonlocal addrs, built
+        now = time.monotonic()
+        if now - built > ADDRS_REUSE_S:
+            addrs, built = build(), now
+        return list(addrs)
+
+    host.get_addrs = get_addrs
 
 
 def _remote_addr(conn: INetConn) -> str:

@@ -41,11 +41,17 @@ Event = dict[str, Any]
 
 class JsPeer:
     def __init__(
-        self, listen: str, mdns_tag: str | None = None, prefix: list[str] | None = None
+        self,
+        listen: str,
+        mdns_tag: str | None = None,
+        prefix: list[str] | None = None,
+        bench: bool = False,
     ) -> None:
         self._args = [*(prefix or []), "node", str(SCRIPT), "--listen", listen]
         if mdns_tag:
             self._args += ["--mdns", mdns_tag]
+        if bench:
+            self._args.append("--bench")  # counts and delays instead of an event per message
         self.events: list[Event] = []
         self._process: asyncio.subprocess.Process | None = None
         self._new = asyncio.Event()
@@ -106,6 +112,17 @@ class JsPeer:
                 seen = len(self.events)
                 self._new.clear()
                 await self._new.wait()
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    async def stats(self) -> Event:
+        """With `bench`: messages received and the recent delays (ms), as the peer measured."""
+        self.events = [e for e in self.events if e["event"] != "stats"]
+        await self.send({"cmd": "stats"})
+        return await self.wait_for(lambda e: e["event"] == "stats", 15)
 
     async def dial(self, address: str) -> None:
         await self.send({"cmd": "dial", "addr": address})

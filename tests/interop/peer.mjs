@@ -1,10 +1,13 @@
 // A js-libp2p peer driven by the interop tests: JSON commands on stdin, JSON events on stdout.
 //
-//   node peer.mjs --listen /ip4/127.0.0.1/tcp/0 [--mdns _bzzz-peer-discovery._udp.local]
+//   node peer.mjs --listen /ip4/127.0.0.1/tcp/0 [--mdns _bzzz-peer-discovery._udp.local] [--bench]
 //
 // Commands: {"cmd": "dial", "addr": "/ip4/.../p2p/..."}
 //           {"cmd": "publish", "topic": "...", "data": "<utf-8 text>"}
+//           {"cmd": "stats"}   (with --bench: {"event": "stats", "received", "delays_ms"})
 //           {"cmd": "stop"}
+// --bench (the reference of bench/pubsub.py): messages are counted, and the delay of each from
+// its JSON "timestamp" kept (the last 1,024, as a bzzz node keeps them), instead of one event each.
 // Events:   {"event": "ready", "peerId", "addrs"}   {"event": "message", "topic", "from", "data"}
 //           {"event": "discovered", "peerId", "addrs"}   {"event": "connected", "peerId"}
 //           {"event": "dialed", "peerId"}   {"event": "published", "topic", "recipients"}
@@ -63,8 +66,27 @@ node.addEventListener('peer:discovery', (evt) => {
 node.addEventListener('peer:connect', (evt) => {
   emit({ event: 'connected', peerId: evt.detail.toString() })
 })
+const bench = process.argv.includes('--bench')
+// Milliseconds since the epoch of an ISO 8601 time, to the microsecond (Date.parse stops at ms).
+function epochMs (iso) {
+  const fraction = /\.(\d+)/.exec(iso)
+  return Date.parse(iso) + (fraction ? (Number('0.' + fraction[1]) * 1000) % 1 : 0)
+}
+let received = 0
+const delays = []
 node.services.pubsub.addEventListener('message', (evt) => {
   const msg = evt.detail
+  if (bench) {
+    received += 1
+    try {
+      const sent = epochMs(JSON.parse(new TextDecoder().decode(msg.data)).timestamp)
+      if (!Number.isNaN(sent)) {
+        delays.push(performance.timeOrigin + performance.now() - sent)
+        if (delays.length > 1024) delays.shift()
+      }
+    } catch (err) {}
+    return
+  }
   emit({
     event: 'message',
     topic: msg.topic,
@@ -89,6 +111,8 @@ for await (const line of lines) {
     } else if (command.cmd === 'publish') {
       const result = await node.services.pubsub.publish(command.topic, new TextEncoder().encode(command.data))
       emit({ event: 'published', topic: command.topic, recipients: result.recipients.map(String) })
+    } else if (command.cmd === 'stats') {
+      emit({ event: 'stats', received, delays_ms: delays.slice() })
     } else if (command.cmd === 'stop') {
       break
     }
