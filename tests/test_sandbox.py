@@ -93,9 +93,7 @@ async def test_the_network_is_off_unless_allowed(node):
 
 async def test_limits_hold_inside(node):
     box = sandbox(node, limits=Limits(memory_mb=256, processes=0, cpu_s=1))
-    code, output = await sh(
-        box, node["work"], f"{PYTHON} -c 'bytearray(512 * 1024 * 1024)'"
-    )
+    code, output = await sh(box, node["work"], f"{PYTHON} -c 'bytearray(512 * 1024 * 1024)'")
     assert code != 0 and "MemoryError" in output
     code, _ = await sh(box, node["work"], "while :; do :; done")
     assert code is not None and code != 0, "killed at the CPU-time limit (SIGXCPU)"
