@@ -329,7 +329,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 finally:
                     await nodes.close()
                 print(f"run {i + 1}/{args.runs} {impl}: done", flush=True)
-        report(runs, args.nodes)
+        if any(runs.values()):
+            report(runs, args.nodes)
         if args.soak_seconds:
             samples = await soak(root / "soak", args.nodes, args.soak_seconds)
             after_5 = [s for s in samples if s[0] >= 300] or samples
@@ -338,6 +339,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 for i in range(args.nodes)
             ]
             first, last = samples[0][1], samples[-1][1]
+            for at, rss in samples[::30]:  # one line per 5 minutes
+                print(f"  {at / 60:5.1f} min: RSS " + ", ".join(f"{r:.1f}" for r in rss) + " MB")
             print(
                 f"soak {args.soak_seconds:.0f} s at {SOAK_RATE} msg/s: RSS per node "
                 + ", ".join(f"{a:.1f} -> {b:.1f} MB" for a, b in zip(first, last, strict=True))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import grp
 import json
 import os
@@ -85,7 +86,14 @@ def _load(args: argparse.Namespace) -> LoadedConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = _load(args)
     config_module.check_files(loaded)
+    # Start-up allocates hundreds of thousands of long-lived objects (modules, classes, pydantic
+    # schemas): collecting while they pile up only walks them again and again. Collection
+    # resumes once the node is built, over what is made after (gc.freeze below).
+    gc.disable()
     # Imported here: the client commands need not pay for importing libp2p.
+    from bzzz import lazy_imports
+
+    lazy_imports.install()
     from bzzz import logs
     from bzzz.control import AlreadyRunning
     from bzzz.node import Node
@@ -119,7 +127,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.warning("identity_key_file_too_open", path=str(identity.path), expected_mode="0600")
 
     async def main() -> None:
-        await Node(loaded, identity, os.environ).run()
+        node = Node(loaded, identity, os.environ)
+        gc.freeze()  # what start-up made lives as long as the process: never scanned again
+        gc.enable()
+        await node.run()
 
     try:
         asyncio.run(main())

@@ -4,6 +4,7 @@ forward is counted, and each message costs one signature check."""
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -126,3 +127,52 @@ async def test_each_message_has_its_signature_checked_once_and_no_sender_record(
         await await_until(lambda: len(receiver.received) >= 20, 10, "all 20")
         assert receiver.host.counters()["bad_signature"] == 0, "what we publish is signed"
     assert (len(ours), len(theirs), len(records)) == (20, 0, 0)
+
+
+async def test_a_duplicate_copy_spawns_no_task(monkeypatch):
+    """A copy of a message already seen is turned away by the read loop itself: py-libp2p would
+    spawn a tracked task per copy only to find the duplicate inside it."""
+    author = TestPeer()
+    pushed: list[bytes] = []
+    push = bzzz.p2p._host._Pubsub.push_msg
+
+    async def counting_push(self: Any, forwarder: Any, msg: Any) -> None:
+        if forwarder != self.my_id:
+            pushed.append(msg.data)
+        await push(self, forwarder, msg)
+
+    monkeypatch.setattr(bzzz.p2p._host._Pubsub, "push_msg", counting_push)
+    async with meshed() as (sender, receiver):
+        first = author.frame(COORDINATION_TOPIC, b"once")
+        last = author.frame(COORDINATION_TOPIC, b"after the copies")
+
+        async def forward() -> None:
+            assert sender._pubsub is not None
+            for frame in (first, first, first, last):
+                await sender._pubsub.router.publish(sender._pubsub.my_id, frame)
+
+        await sender._guest.call(forward)
+        await await_until(lambda: len(receiver.received) >= 2, 10, "both messages")
+        # The copies came on the same stream before `last`, so were read before it.
+        assert pushed.count(b"once") == 1
+        assert [m.data for m in receiver.received] == [b"once", b"after the copies"]
+
+
+def test_the_validation_cache_keeps_the_most_recently_used_within_its_size():
+    cache = bzzz.p2p._host._ValidationCache(ttl=300, max_size=3)
+    valid = libp2p.pubsub.pubsub.ValidationResult(is_valid=True, timestamp=time.time())
+    for key in (b"a", b"b", b"c"):
+        cache.put(key, valid)
+    assert cache.get(b"a") is valid  # used: now the most recent
+    cache.put(b"d", valid)
+    assert [k for k in (b"a", b"b", b"c", b"d") if cache.get(k)] == [b"a", b"c", b"d"]
+    old = libp2p.pubsub.pubsub.ValidationResult(is_valid=False, timestamp=time.time() - 301)
+    cache.put(b"e", old)
+    assert cache.get(b"e") is None, "expired"
+    cache.clear_expired()
+    assert len(cache.cache) <= 3
+
+
+async def test_the_host_validates_through_the_constant_time_cache():
+    async with meshed() as (sender, _):
+        assert isinstance(sender._pubsub.validation_cache, bzzz.p2p._host._ValidationCache)
