@@ -1,11 +1,10 @@
 """Defer the import of packages py-libp2p pulls in for features a node never uses.
 
-py-libp2p imports its AutoTLS ACME client (requests, httpx, dnspython) and its TLS transport's
-certificate checks (service_identity) at `import libp2p`, a fifth of the daemon's start-up. Each
-of them is imported here as a module whose code runs on first use (the standard library's
-`importlib.util.LazyLoader`, the recipe in the importlib documentation): a node that never uses
-them never runs them; one that does (PyGithub uses requests, the model client httpx) pays on
-first use, exactly as before.
+py-libp2p imports its AutoTLS ACME client (requests, httpx) and its TLS transport's certificate
+checks (service_identity) at `import libp2p`. Each of them is imported here as a module whose
+code runs on first use (the standard library's `importlib.util.LazyLoader`, the recipe in the
+importlib documentation): a node that never uses them never runs them; one that does (PyGithub
+uses requests, the model client httpx) pays on first use, exactly as before.
 
 Only the daemon installs this (`bzzz run`), before it imports libp2p.
 """
@@ -21,7 +20,10 @@ from types import ModuleType
 
 # Top-level packages that only unused features import at start. Imported with `import x` by
 # those features (a `from x import y` would run x at once, lazy or not).
-DEFERRED = frozenset({"requests", "httpx", "service_identity", "dns"})
+# (dnspython is not among them: multiaddr runs it at import anyway.) Python 3.11's LazyLoader
+# is not safe against two threads touching a module first at once: these are first touched,
+# if ever, by imports on the main thread (PyGithub's, the model client's).
+DEFERRED = frozenset({"requests", "httpx", "service_identity"})
 
 
 class _LazyFinder(importlib.abc.MetaPathFinder):
