@@ -16,11 +16,37 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import multiaddr
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CONFIG_PATH = Path("/etc/bzzz/config.toml")
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """Split "127.0.0.1:9464" or "[::1]:9464" into an address and a port."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r}: expected ADDRESS:PORT")
+    try:
+        ip_address(host)
+    except ValueError:
+        raise ValueError(f"{value!r}: {host!r} is not an IP address") from None
+    return host, int(port)
+
+
+def is_loopback(listen: str) -> bool:
+    """Is this ADDRESS:PORT reachable from this machine only?"""
+    return ip_address(parse_host_port(listen)[0]).is_loopback
 
 
 class _Section(BaseModel):
@@ -223,12 +249,28 @@ class AntennaeConfig(_Section):
 class ControlConfig(_Section):
     socket: str = ""
     metrics_listen: str = "127.0.0.1:9464"
+    # Added: the live web view and its JSON API (and /metrics again); "" disables it. Anywhere
+    # but loopback it asks for the token in `http_token_file` (validated by default: an
+    # `http_listen` on its own is checked too).
+    http_listen: str = "127.0.0.1:9465"
+    http_token_file: str = Field(default="", validate_default=True)
 
-    @field_validator("metrics_listen")
+    @field_validator("metrics_listen", "http_listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
         if value:
             parse_host_port(value)
+        return value
+
+    @field_validator("http_token_file")
+    @classmethod
+    def _token_beyond_loopback(cls, value: str, info: ValidationInfo) -> str:
+        listen = info.data.get("http_listen", "")  # absent when it was invalid itself
+        if listen and not value and not is_loopback(listen):
+            raise ValueError(
+                f"required when control.http_listen ({listen}) is not a loopback address: "
+                "anyone who can reach it would see the cluster"
+            )
         return value
 
 
@@ -242,19 +284,6 @@ class Config(_Section):
     auditlog: AuditlogConfig = AuditlogConfig()
     antennae: AntennaeConfig = AntennaeConfig()
     control: ControlConfig = ControlConfig()
-
-
-def parse_host_port(value: str) -> tuple[str, int]:
-    """Split "127.0.0.1:9464" or "[::1]:9464" into an address and a port."""
-    host, sep, port = value.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{value!r}: expected ADDRESS:PORT")
-    try:
-        ip_address(host)
-    except ValueError:
-        raise ValueError(f"{value!r}: {host!r} is not an IP address") from None
-    return host, int(port)
 
 
 class ConfigError(Exception):
@@ -358,16 +387,22 @@ def check_files(loaded: LoadedConfig) -> None:
     `bzzz run` and `bzzz config check` (not by client commands, run by other users)."""
     source = str(loaded.source or DEFAULT_CONFIG_PATH)
     problems = []
-    token_file = loaded.config.github.token_file
-    if token_file:
-        path = Path(token_file)
+    files = {
+        "github.token_file": loaded.config.github.token_file,
+        "control.http_token_file": loaded.config.control.http_token_file,
+    }
+    for key, name in files.items():
+        if not name:
+            continue
+        path = Path(name)
         if not path.is_file():
-            problems.append(f"{source}: github.token_file: {token_file}: no such file")
+            problems.append(f"{source}: {key}: {name}: no such file")
         elif not os.access(path, os.R_OK):
             problems.append(
-                f"{source}: github.token_file: {token_file}: not readable by this user "
-                f"(uid {os.geteuid()})"
+                f"{source}: {key}: {name}: not readable by this user (uid {os.geteuid()})"
             )
+        elif key == "control.http_token_file" and not path.read_bytes().strip():
+            problems.append(f"{source}: {key}: {name}: empty (a token is required)")
     if problems:
         raise ConfigError(problems)
 

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
-from prometheus_client import start_http_server
+from prometheus_client import generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
@@ -159,3 +159,20 @@ class MetricsServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class _Families:
+    """A collector of one status snapshot's families (a registry per scrape)."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        return metric_families(self._status)
+
+
+def exposition(status: dict[str, Any]) -> bytes:
+    """The Prometheus text of a status snapshot: what /metrics serves, on either listener."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(status))
+    return generate_latest(registry)

@@ -1,7 +1,8 @@
 """The life of a node: build every part from the config, start them in order, serve, stop.
 
 `Node.run()` reads top to bottom as the process's life: signals, start-up (host, control socket,
-metrics), READY, the background loops in one task group, then the orderly stop in reverse order.
+metrics), READY, the background loops in one task group (the web view among them, started after
+READY), then the orderly stop in reverse order.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from bzzz.auditlog.replication import Replicator
 from bzzz.auditlog.segments import ChainStore
 from bzzz.bus import MessageBus
 from bzzz.config import LoadedConfig
-from bzzz.control import ControlServer
+from bzzz.control import Command, ControlServer
 from bzzz.discovery import Dialer, MdnsDiscovery, want_bootstrap_peers
-from bzzz.messages import CapabilityBroadcast, LogHead, Message
+from bzzz.messages import AntennaeData, CapabilityBroadcast, LogHead, Message, TaskData
 from bzzz.metrics import MetricsServer
 from bzzz.p2p import GuestStopped, Host, Identity, verify
 from bzzz.p2p.addresses import dialable
@@ -40,10 +41,13 @@ from bzzz.peers import PeerRecord, PeerTable
 from bzzz.presence import Presence
 from bzzz.sandbox import Limits, Sandbox
 from bzzz.systemd import Notifier
+from bzzz.tasks.board import STAGES, Known
 from bzzz.tasks.coordinator import TaskCoordinator
 from bzzz.tasks.execution import Execution
 from bzzz.tasks.github import GitHub, load_token
 from bzzz.tasks.trust import Trust
+from bzzz.web.events import EventHub
+from bzzz.web.sources import Sources
 
 if TYPE_CHECKING:
     from bzzz.llm import Llm
@@ -59,6 +63,7 @@ DISCONNECT_TIMEOUT = 5.0
 FORGET_AFTER_BEATS = 20
 STATUS_PEERS = 64  # peers listed by `bzzz status`
 TRANSCRIPTS = "transcripts"  # the agents' transcripts, in the state dir
+WEB_RETRY_S = 30.0  # after the web view's port could not be had
 
 
 class Node:
@@ -73,6 +78,7 @@ class Node:
         self._stopping = False
         self.loop_restarts: Counter[str] = Counter()
         interval = config.p2p.capability_interval
+        self.hub = EventHub()  # the node's own event stream (the web view's live updates)
 
         self.bus = MessageBus(identity.peer_id, config.p2p.max_clock_skew, config.p2p.allow_peers)
         self.host = Host(identity, config.p2p.listen, self.bus.admitters(), config.p2p.allow_peers)
@@ -188,21 +194,24 @@ class Node:
             if config.mdns.enabled
             else None
         )
-        self.control = ControlServer(
-            loaded.paths.control_socket,
-            {
-                "status": self._status_command,
-                "peers": self._peers_command,
-                "tasks": lambda args: self.tasks.status(),
-                "discuss": lambda args: self.antennae.status(str(args.get("task", ""))),
-            },
-        )
+        # One table for the control socket and the web view's /api/: the CLI and the page
+        # show the same data because they call the same functions.
+        self.commands: dict[str, Command] = {
+            "status": self._status_command,
+            "peers": self._peers_command,
+            "tasks": lambda args: self.tasks.status(),
+            "discuss": lambda args: self.antennae.status(str(args.get("task", ""))),
+        }
+        self.control = ControlServer(loaded.paths.control_socket, self.commands)
         self.metrics = MetricsServer(config.control.metrics_listen, self._snapshot)
         self.systemd = Notifier(env)
 
         self.bus.on_every(self.peers.on_message)
+        self.bus.on_every(self._tell_message)
         self.bus.on(CapabilityBroadcast, self._on_capabilities)
         self.peers.add_listener(self._audit_peer)
+        self.peers.add_listener(self._tell_peer)
+        self.tasks.board.on_phase(self._tell_task)
         for listener in (
             self.peers.on_peer_event,
             self.presence.on_peer_event,
@@ -268,13 +277,17 @@ class Node:
             tasks = [group.create_task(self._supervise(name, run)) for name, run in loops.items()]
             # The libp2p host is the one part whose end ends the node (systemd restarts it).
             tasks.append(group.create_task(self._watch_host()))
+            web = self.loaded.config.control.http_listen
             log.info(
                 "node_ready",
                 listen=dialable(self.host.listen_addrs()),
                 control=str(self.control.path),
                 metrics=self.metrics.address or "off",
+                web=web or "off",
             )
             self.systemd.ready(self._status_line())
+            if web:
+                tasks.append(group.create_task(self._supervise("web", self._serve_web)))
             await self._stop.wait()
             for task in tasks:
                 task.cancel()
@@ -298,6 +311,28 @@ class Node:
                 pause = 1.0  # it had run well for a while: a fresh fault
             await asyncio.sleep(pause)
             pause = min(pause * 2, 60.0)
+
+    async def _serve_web(self) -> None:
+        """The web view, started after READY: neither its import (aiohttp) nor its port stands
+        between the node and ready. A port that is taken is retried, quietly."""
+        from bzzz.web.server import WebServer
+
+        control = self.loaded.config.control
+        sources = Sources(
+            commands=self.commands,
+            github=self.tasks.github_status,
+            hops=self.antennae.hops,
+            state_dir=self.loaded.paths.state_dir,
+            verify=verify,
+            agent_id=self.agent_id,
+        )
+        server = WebServer(control.http_listen, control.http_token_file, sources, self.hub)
+        while True:
+            try:
+                await server.run()
+            except OSError as exc:
+                log.error("web_unavailable", error=str(exc), retry_in_s=WEB_RETRY_S)
+            await asyncio.sleep(WEB_RETRY_S)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -418,13 +453,27 @@ class Node:
         disk. Never raises: the log cuts what it is given to fit, and a failing disk is logged
         once by the log itself."""
         try:
-            _, durable = self.audit.append_nowait(type, data)
+            signed, durable = self.audit.append_nowait(type, data)
         except AuditLogError:
             return
         except Exception:
             log.exception("auditlog_record_failed", type=type)
             return
         durable.add_done_callback(lambda f: f.cancelled() or f.exception())
+        task = data.get("task")
+        if type in ("task_completed", "task_failed") and isinstance(task, str):
+            # Our own pull request: the reporter tells the mesh, which does not tell us.
+            self.tasks.board.reported(task, str(data.get("pull_request") or ""))
+        if self.hub.listening:
+            self.hub.publish(
+                "audit",
+                {
+                    "type": signed.entry.type,
+                    "seq": signed.entry.seq,
+                    "task": task if isinstance(task, str) else None,
+                    "keys": sorted(data)[:16],
+                },
+            )
 
     def _audit_peer(self, kind: str, peer: PeerRecord) -> None:
         if kind == "joined":
@@ -440,6 +489,42 @@ class Node:
                     "capabilities": peer.capabilities,
                     "models": peer.models,
                     "version": peer.version,
+                },
+            )
+
+    # ---- the event stream (the web view's live updates) ------------------------------------
+
+    def _tell_message(self, msg: Message) -> None:
+        if not self.hub.listening:
+            return  # nobody to tell: not even the summary is made
+        data = msg.data
+        event: dict[str, Any] = {
+            "type": msg.type.value,
+            "topic": msg.topic,
+            "from": msg.sender,
+            "sent_at": msg.timestamp.isoformat(),
+            "hops": msg.hop_count,
+        }
+        if isinstance(data, TaskData) and data.repository:
+            event["task"] = f"{data.repository}#{data.task_id}"
+        elif isinstance(data, AntennaeData):
+            event["task"] = data.conversation
+        self.hub.publish("message", event)
+
+    def _tell_peer(self, kind: str, peer: PeerRecord) -> None:
+        if self.hub.listening:
+            self.hub.publish("peer", {"peer": peer.peer_id, "change": kind, "agent": peer.agent_id})
+
+    def _tell_task(self, known: Known) -> None:
+        if self.hub.listening:
+            phase = known.phase
+            self.hub.publish(
+                "task",
+                {
+                    "task": known.task.key,
+                    "phase": phase.value,
+                    "stage": STAGES[phase],
+                    "holder": known.holder,
                 },
             )
 

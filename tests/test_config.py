@@ -154,3 +154,50 @@ def test_a_repository_written_as_a_url_is_explained_with_owner_slash_name(tmp_pa
         f"{path}: github.repositories: 'https://github.com/acme/widgets.git' is not owner/name "
         "(did you mean 'acme/widgets'?)"
     ]
+
+
+def test_the_web_view_listens_on_loopback_by_default_and_is_validated(tmp_path):
+    assert config.Config().control.http_listen == "127.0.0.1:9465"
+    assert config.parse('[control]\nhttp_listen = ""\n', "x").control.http_listen == ""
+    assert config.parse('[control]\nhttp_listen = "[::1]:80"\n', "x").control.http_token_file == ""
+    problems = problems_of('[control]\nhttp_listen = "localhost:9465"\n', tmp_path)
+    assert problems == [
+        f"{tmp_path / 'config.toml'}: control.http_listen: 'localhost:9465': 'localhost' is not "
+        "an IP address"
+    ]
+
+
+def test_a_web_view_beyond_loopback_needs_a_token_file(tmp_path):
+    path = tmp_path / "config.toml"
+    for listen in ("0.0.0.0:9465", "[::]:9465", "192.168.1.5:80"):
+        problems = problems_of(f'[control]\nhttp_listen = "{listen}"\n', tmp_path)
+        assert len(problems) == 1 and problems[0].startswith(f"{path}: control.http_token_file: ")
+        assert "not a loopback address" in problems[0]
+    token = tmp_path / "web-token"
+    text = f'[control]\nhttp_listen = "0.0.0.0:9465"\nhttp_token_file = "{token}"\n'
+    path.write_text(text)
+    loaded = config.load(str(path), env={})
+    with pytest.raises(ConfigError) as missing:
+        config.check_files(loaded)
+    assert missing.value.problems == [f"{path}: control.http_token_file: {token}: no such file"]
+    token.write_text("\n")
+    with pytest.raises(ConfigError) as empty:
+        config.check_files(loaded)
+    assert (
+        "control.http_token_file" in empty.value.problems[0] and "empty" in empty.value.problems[0]
+    )
+    token.write_text("s3cret\n")
+    config.check_files(loaded)
+
+
+def test_config_check_names_the_missing_token_file_key(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[control]\nhttp_listen = "0.0.0.0:9465"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "bzzz", "--config", str(path), "config", "check"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert f"{path}: control.http_token_file: required when" in result.stderr

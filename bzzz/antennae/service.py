@@ -620,6 +620,10 @@ class Antennae:
 
     # ---- what the node tells ---------------------------------------------------------------
 
+    def hops(self, message_id: str) -> int | None:
+        """How many hops a recent message had come when it reached us (None: not kept)."""
+        return self._hops.get(message_id)
+
     def status(self, key: str = "") -> list[dict[str, Any]]:
         rows = []
         for name, conversation in sorted(self.conversations.items()):

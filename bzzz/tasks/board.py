@@ -7,8 +7,8 @@ the authority rule that goes with it: only a task's holder reports on it.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from bzzz.bus import MessageBus
@@ -18,16 +18,63 @@ from bzzz.tasks.model import Phase, Task
 
 # Tasks remembered from GitHub and the mesh (any peer can name any task).
 MAX_KNOWN = 1000
+TIMELINE = 16  # phase changes kept per task
+
+# The five stages an operator follows a task through, from the holder's finer phases: an intent
+# is still an announced task (nobody holds it yet), `prepared` and another agent's `held` are
+# claimed (held, work not started or not told), our `done` and a reported `completed` are done.
+# Released, failed and lost are the other ends and show as themselves.
+STAGES: dict[Phase, str] = {
+    Phase.ANNOUNCED: "announced",
+    Phase.INTENT: "announced",
+    Phase.CLAIMED: "claimed",
+    Phase.PREPARED: "claimed",
+    Phase.HELD: "claimed",
+    Phase.RUNNING: "running",
+    Phase.REPORTING: "reporting",
+    Phase.DONE: "done",
+    Phase.COMPLETED: "done",
+    Phase.RELEASED: "released",
+    Phase.FAILED: "failed",
+    Phase.LOST: "lost",
+}
 
 
-@dataclass
 class Known:
-    """What this node knows of a task."""
+    """What this node knows of a task. Setting `phase` to a new value appends (phase, wall
+    time, holder) to a short timeline and tells the board's listener: O(1), whoever sets it.
+    Set `holder` before `phase`, so that the entry names the new holder."""
 
-    task: Task
-    phase: Phase = Phase.ANNOUNCED
-    holder: str = ""
-    heard: float = 0.0  # monotonic: the holder's last sign of life on the mesh
+    def __init__(self, task: Task, changed: Callable[[Known], None] | None = None) -> None:
+        self.task = task
+        self.holder = ""
+        self.heard = 0.0  # monotonic: the holder's last sign of life on the mesh
+        self.result_url = ""  # the result its holder reported: a pull request, or the issue
+        self.timeline: deque[tuple[Phase, float, str]] = deque(maxlen=TIMELINE)
+        self._changed = changed
+        self._phase = Phase.ANNOUNCED
+        self._moved()
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    @phase.setter
+    def phase(self, phase: Phase) -> None:
+        if phase is not self._phase:
+            self._phase = phase
+            self._moved()
+
+    def _moved(self) -> None:
+        self.timeline.append((self._phase, time.time(), self.holder))
+        if self._changed is not None:
+            self._changed(self)
+
+    def history(self) -> list[dict[str, Any]]:
+        return [
+            {"phase": phase.value, "stage": STAGES[phase], "at": round(at, 3), "holder": holder}
+            for phase, at, holder in self.timeline
+        ]
 
 
 class TaskBoard:
@@ -44,6 +91,7 @@ class TaskBoard:
         self._lease = lease
         self._mine: dict[str, Phase] = {}  # tasks held here, by the worker's phase
         self.known: Lru[str, Known] = Lru(MAX_KNOWN, lambda key: key in self._mine or in_use(key))
+        self._listeners: list[Callable[[Known], None]] = []
         bus.guard(TaskProgress, self._may_report)
         bus.guard(TaskComplete, self._may_report)
         bus.on(TaskProgress, self._on_progress)
@@ -57,7 +105,16 @@ class TaskBoard:
         """The entry for `task`, made if new (and if we follow its repository)."""
         if not self.serves(task.repository):
             return None
-        return self.known.touch(task.key, lambda: Known(task))
+        return self.known.touch(task.key, lambda: Known(task, self._moved))
+
+    def on_phase(self, listener: Callable[[Known], None]) -> None:
+        """Call `listener` with a task's entry when it appears and whenever its phase changes
+        (the web view's live updates). It must not raise."""
+        self._listeners.append(listener)
+
+    def _moved(self, known: Known) -> None:
+        for listener in self._listeners:
+            listener(known)
 
     def _entry(self, repository: str, number: int, title: str = "") -> Known | None:
         return self.entry(Task(repository, number, title, "", (), "open", (), "", ""))
@@ -73,9 +130,9 @@ class TaskBoard:
             self._mine.pop(task.key, None)
         if known is not None:
             known.task = task
-            known.phase = Phase.COMPLETED if phase is Phase.DONE else phase
             known.holder = self._own if phase.held or phase is Phase.DONE else ""
             known.heard = time.monotonic()
+            known.phase = Phase.COMPLETED if phase is Phase.DONE else phase
 
     def held_here(self) -> dict[str, Phase]:
         return dict(self._mine)
@@ -132,16 +189,28 @@ class TaskBoard:
             phase = Phase(msg.data.status)
         except ValueError:
             phase = Phase.HELD  # "deliberating", or a newer peer's word
-        known.holder, known.heard = msg.sender, time.monotonic()
-        known.phase = phase if phase.held else Phase.ANNOUNCED
-        if not phase.held:
-            known.holder = ""  # released or lost: free again
+        if phase is Phase.DONE:
+            # Told after its result (task_complete): finished, not free again.
+            known.holder, known.heard = msg.sender, time.monotonic()
+            known.phase = Phase.COMPLETED
+            return
+        # Released, lost, or an attempt that failed: free again.
+        known.holder, known.heard = (msg.sender if phase.held else ""), time.monotonic()
+        known.phase = phase if phase.held or phase is Phase.FAILED else Phase.ANNOUNCED
 
     def _on_complete(self, msg: Message[TaskComplete]) -> None:
         known = self._entry(msg.data.repository, msg.data.task_id)
         if known is not None:
             known.holder = msg.sender
+            known.result_url = msg.data.url
             known.phase = Phase.COMPLETED if msg.data.success else Phase.FAILED
+
+    def reported(self, key: str, url: str) -> None:
+        """Our own result's link (a pull request): the reporter tells the mesh, and our own
+        messages do not come back to our board."""
+        known = self.known.get(key)
+        if known is not None and url:
+            known.result_url = url
 
     # ---- what the node tells ---------------------------------------------------------------
 
@@ -160,6 +229,8 @@ class TaskBoard:
                     "heard_s": round(now - known.heard, 1) if known.heard else None,
                     "lease_s": self._lease,
                     "url": known.task.url,
+                    "result_url": known.result_url,
+                    "timeline": known.history(),
                 }
             )
         return rows

@@ -132,6 +132,8 @@ class Poller:
             if self._review_trigger and known.phase is Phase.COMPLETED and not task.locked:
                 await self._consider_review(task)
             return
+        if known.phase is Phase.COMPLETED:
+            known.phase = Phase.ANNOUNCED  # reopened: open again, its result label gone
         if task.locked:
             if task.key not in self._locked_logged:
                 self._locked_logged.add(task.key)

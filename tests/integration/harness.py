@@ -71,6 +71,10 @@ class Daemon:
             "bootstrap": [],
             "interval": 1,
             "metrics": "",
+            # The web view: off unless a test asks (True: 127.0.0.1 on a free port, or an
+            # ADDRESS:PORT), as daemons of one machine cannot share its default port.
+            "http": "",
+            "http_token_file": "",
             "extra": "",
             "ip": "127.0.0.1",
             "mdns": False,  # mDNS only ever runs inside a test's own network namespace
@@ -84,7 +88,10 @@ class Daemon:
             "env": {},
             **settings,
         }
+        if self.settings["http"] is True:
+            self.settings["http"] = f"127.0.0.1:{free_port()}"
         self.process: subprocess.Popen[bytes] | None = None
+        self._log_mark = 0  # the log's size when the daemon last started
         self._notify: socket.socket | None = None
         self.notifications: list[str] = []
         self.write_config()
@@ -117,6 +124,8 @@ enabled = {"true" if s["mdns"] else "false"}
 
 [control]
 metrics_listen = "{s["metrics"]}"
+http_listen = "{s["http"]}"
+http_token_file = "{s["http_token_file"]}"
 
 [github]
 {toml_table(s["github"])}
@@ -142,6 +151,7 @@ metrics_listen = "{s["metrics"]}"
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(self.notify_path))
         self.notifications = []
+        self._log_mark = self.log_path.stat().st_size if self.log_path.exists() else 0
         env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path), **self.settings["env"]}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -177,6 +187,22 @@ metrics_listen = "{s["metrics"]}"
                     raise AssertionError(
                         f"{self.name} exited with {self.process.returncode}\n{self.log()}"
                     ) from None
+
+    @property
+    def web_url(self) -> str:
+        """The web view's root URL (the daemon was added with `http=True`)."""
+        assert self.settings["http"], f"{self.name} serves no web view"
+        return f"http://{self.settings['http']}"
+
+    def wait_web(self, timeout: float = 20) -> str:
+        """Block until the web view listens (it starts after READY); return its URL."""
+        mark = self._log_mark
+        wait_until(
+            lambda: b"web_listening" in self.log_path.read_bytes()[mark:],
+            timeout,
+            f"{self.name}'s web view",
+        )
+        return self.web_url
 
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = control.request(self.socket_path, "status", timeout=5)

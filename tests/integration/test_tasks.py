@@ -230,3 +230,22 @@ def test_commits_pushed_to_the_task_branch_become_a_pull_request(
     assert issue["state"] == "open", "the pull request closes it when merged"
     result = fake.comments(REPO, number)[-1]["body"]
     assert "Pull request:" in result and f"pushed {branch}" in result
+
+
+def test_a_finished_task_shows_finished_until_its_issue_is_reopened(
+    cluster: Cluster, fake: FakeGitHub, tmp_path: Path
+):
+    number = fake.create_issue(REPO, "Write the widget file", labels=["bzzz-task"])
+    daemon = cluster.add(
+        "a", executor={"command": recorder(tmp_path / "ran")}, **github_settings(fake)
+    )
+    daemon.start()
+    key = f"{REPO}#{number}"
+
+    def phase() -> str:
+        rows = [t for t in daemon.cli("tasks", "--json") if t["task"] == key]
+        return rows[0]["phase"] if rows else ""
+
+    wait_until(lambda: phase() == "completed", 30, "the task completed")
+    fake.update_issue(REPO, number, state="open", labels=["bzzz-task"])
+    wait_until(lambda: phase() not in ("completed", ""), 30, "the board saw it reopened")
