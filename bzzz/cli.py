@@ -22,6 +22,7 @@ from bzzz import __version__
 from bzzz import config as config_module
 from bzzz.config import ConfigError, LoadedConfig
 from bzzz.control import ASK_TIMEOUT
+from bzzz.display import ago, clip, duration, short_id
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -376,7 +377,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(
         f"{status['agent_id']} · {short_id(status['peer_id'])} · bzzz {status['version']} · "
-        f"network {status['network_id']} · up {_duration(status['uptime_s'])}"
+        f"network {status['network_id']} · up {duration(status['uptime_s'])}"
     )
     print("dial this node at (p2p.bootstrap_peers of the others):")
     for addr in status["listen"]:
@@ -392,19 +393,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def short_id(peer_id: str) -> str:
-    """`12D3Ko…aXHoUh`, as the Go Bzzz shows peers: enough to tell them apart at a glance."""
-    return peer_id if len(peer_id) <= 14 else f"{peer_id[:6]}…{peer_id[-6:]}"
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _ago(seconds: float | None) -> str:
-    return "-" if seconds is None else "now" if seconds < 1 else f"{_duration(seconds)} ago"
-
-
 def _cluster_rows(cluster: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = [
         ("NODE", "PEER", "STATE", "PEERS", "TASKS", "MODELS", "VERSION", "HEARD")
@@ -414,14 +402,14 @@ def _cluster_rows(cluster: list[dict[str, Any]]) -> list[tuple[str, ...]]:
         peers = node["connected_peers"]
         rows.append(
             (
-                _clip(node["agent_id"] or "-", 16) + (" *" if node["here"] else ""),
+                clip(node["agent_id"] or "-", 16) + (" *" if node["here"] else ""),
                 short_id(node["peer_id"]),
                 state,
                 "?" if peers is None else str(peers),
                 "{}/{}".format(*node["tasks"]),
-                _clip(",".join(node["models"]) or "-", 20),
-                _clip(node["version"] or "?", 10),
-                "-" if node["here"] else _ago(node["heard_s"]),
+                clip(",".join(node["models"]) or "-", 20),
+                clip(node["version"] or "?", 10),
+                "-" if node["here"] else ago(node["heard_s"]),
             )
         )
     return rows
@@ -436,7 +424,7 @@ def _summary_lines(status: dict[str, Any]) -> list[tuple[str, str]]:
             "audit log",
             f"{audit['head']['seq']} entries here, {audit['replicas_total']} replicas, "
             f"{audit['forks_total']} forks, "
-            + (f"DAMAGED: {_clip(damage[0], 50)}" if damage else "no damage"),
+            + (f"DAMAGED: {clip(damage[0], 50)}" if damage else "no damage"),
         )
     ]
     tasks = status["tasks"]
@@ -551,7 +539,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     rows = [("TASK", "PHASE", "HOLDER", "HEARD", "TITLE")]
     for t in tasks:
         holder = t["holder_agent"] or (t["holder"][-6:] if t["holder"] else "-")
-        heard = "-" if t["heard_s"] is None else f"{_duration(t['heard_s'])} ago"
+        heard = "-" if t["heard_s"] is None else f"{duration(t['heard_s'])} ago"
         rows.append(
             (
                 t["task"],
@@ -615,12 +603,12 @@ def _peer_rows(peers: list[dict[str, Any]]) -> list[tuple[str, ...]]:
         rows.append(
             (
                 short_id(p["peer_id"]),
-                _clip(p["agent_id"] or "-", 14),
-                _clip(",".join(p["capabilities"]) or "-", 14),
-                _clip(",".join(p["models"]) or "-", 14),
+                clip(p["agent_id"] or "-", 14),
+                clip(",".join(p["capabilities"]) or "-", 14),
+                clip(",".join(p["models"]) or "-", 14),
                 status,
                 p.get("state", "stale" if p["stale"] else "connected"),
-                _ago(p["last_seen_s"]),
+                ago(p["last_seen_s"]),
                 str(p["received"]),
                 str(p["missed"]),
             )
@@ -635,19 +623,6 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in cells).rstrip())
     if any("idle*" in cell for row in rows for cell in row):
         print("* cannot work now: `bzzz status` on that node says why")
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    return f"{hours // 24}d{hours % 24:02d}h"
 
 
 def _print_json(value: Any) -> None:

@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from bzzz.display import ago, clip, duration, short_id
+
 NAV = (
     ("/", "cluster", "Cluster"),
     ("/tasks", "tasks", "Tasks"),
@@ -58,32 +60,6 @@ class Page:
 
 
 # ---- small pieces ---------------------------------------------------------------------------
-
-
-def clip(text: object, width: int = CELL) -> str:
-    text = "" if text is None else str(text)
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def short_id(peer_id: str) -> str:
-    return peer_id if len(peer_id) <= 14 else f"{peer_id[:6]}…{peer_id[-6:]}"
-
-
-def duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    return f"{hours // 24}d{hours % 24:02d}h"
-
-
-def ago(seconds: float | None) -> str:
-    return "-" if seconds is None else "now" if seconds < 1 else f"{duration(seconds)} ago"
 
 
 def at(epoch: float) -> Markup:
@@ -350,7 +326,7 @@ def tasks(rows: Sequence[Mapping[str, Any]]) -> Page:
             {"data-task": row["task"], "data-phase": row["phase"], "data-stage": stage_of(row)},
             [
                 Markup(f'<a href="{esc(task_path(row["task"]))}">{esc(row["task"])}</a>'),
-                clip(row["title"]),
+                clip(row["title"], CELL),
                 Markup(
                     f'<span class="phase" data-stage="{esc(stage_of(row))}">'
                     f"{esc(row['phase'])}</span>"
