@@ -60,14 +60,7 @@ def run(meshed: bool, seconds: float, backlog: int, arriving: int) -> dict[str, 
                             interval=max(30 * scale, 0.5),
                         )
                     )
-                if meshed:
-                    for daemon in daemons:
-                        daemon.settings["bootstrap"] = [d.address for d in daemons]
-                        daemon.write_config()
-                for daemon in daemons:
-                    daemon.start(wait=False)
-                for daemon in daemons:
-                    daemon.wait_notified("READY=1", timeout=30)
+                Cluster.start_together(daemons, meshed=meshed)
                 time.sleep(2)  # connections and the first poll
                 before = fake.counted_requests()
                 total_before = len(fake.requests)

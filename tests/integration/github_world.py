@@ -100,15 +100,7 @@ def start_agents(
         options = {**github_settings(fake, f"{TOKEN}-{n}"), **settings}
         options["github"] = {**github_settings(fake)["github"], **settings.get("github", {})}
         daemons.append(cluster.add("abcdefgh"[n], **options))
-    if meshed:
-        for daemon in daemons:
-            daemon.settings["bootstrap"] = [d.address for d in daemons]
-            daemon.write_config()
-    for daemon in daemons:
-        daemon.start(wait=False)
-    for daemon in daemons:
-        daemon.wait_notified("READY=1", timeout=30)
-    return daemons
+    return Cluster.start_together(daemons, meshed=meshed)
 
 
 def gated_recorder(ran: Path, gate: Path) -> list[str]:

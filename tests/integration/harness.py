@@ -275,13 +275,23 @@ class Cluster:
         """Daemons that all share one bootstrap list naming every one of them (as an operator
         would distribute it), started together."""
         daemons = [self.add(name, **settings) for name in names]
-        addresses = [d.address for d in daemons]
+        return self.start_together(daemons, timeout=20)
+
+    @staticmethod
+    def start_together(
+        daemons: list[Daemon], timeout: float = 30, meshed: bool = True
+    ) -> list[Daemon]:
+        """Start `daemons` at once (each one's bootstrap list naming them all, if `meshed`)
+        and wait until every one has told READY."""
+        if meshed:
+            addresses = [d.address for d in daemons]
+            for daemon in daemons:
+                daemon.settings["bootstrap"] = addresses
+                daemon.write_config()
         for daemon in daemons:
-            daemon.settings["bootstrap"] = addresses
-            daemon.write_config()
             daemon.start(wait=False)
         for daemon in daemons:
-            daemon.wait_notified("READY=1", timeout=20)
+            daemon.wait_notified("READY=1", timeout=timeout)
         return daemons
 
     def close(self) -> None:

@@ -78,14 +78,7 @@ def closed_or_completed(fake: FakeGitHub, number: int) -> bool:
 
 
 def start(cluster: Cluster, names: list[str], **settings: object) -> list[Daemon]:
-    daemons = [cluster.add(name, **settings) for name in names]
-    for daemon in daemons:
-        daemon.settings["bootstrap"] = [d.address for d in daemons]
-        daemon.write_config()
-        daemon.start(wait=False)
-    for daemon in daemons:
-        daemon.wait_notified("READY=1", timeout=30)
-    return daemons
+    return Cluster.start_together([cluster.add(name, **settings) for name in names])
 
 
 def renames_it() -> list:
@@ -291,12 +284,7 @@ def test_a_node_that_cannot_work_takes_no_task_and_says_why(
         idle = cluster.add("idle", **github_settings(project))
         waiting = cluster.add("llm", **agent_settings(project, model, test_command=[]))
         daemons = [worker, idle, waiting]
-        for daemon in daemons:
-            daemon.settings["bootstrap"] = [d.address for d in daemons]
-            daemon.write_config()
-            daemon.start(wait=False)
-        for daemon in daemons:
-            daemon.wait_notified("READY=1", timeout=30)
+        Cluster.start_together(daemons)
         why = {
             idle.peer_id: "no executor.command configured",
             waiting.peer_id: "the model endpoint does not answer",
@@ -355,12 +343,7 @@ def test_a_task_labelled_with_a_model_goes_to_a_node_that_serves_it(
         daemons = [
             cluster.add(name, **s) for name, s in zip(["s1", "s2", "big"], settings, strict=True)
         ]
-        for daemon in daemons:
-            daemon.settings["bootstrap"] = [d.address for d in daemons]
-            daemon.write_config()
-            daemon.start(wait=False)
-        for daemon in daemons:
-            daemon.wait_notified("READY=1", timeout=30)
+        Cluster.start_together(daemons)
         wait_until(
             lambda: (
                 {tuple(p["models"]) for p in daemons[0].status()["peers"]}

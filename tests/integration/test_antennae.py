@@ -96,12 +96,7 @@ def agents(
                 **settings,
             )
         )
-    for daemon in daemons:
-        daemon.settings["bootstrap"] = [d.address for d in daemons]
-        daemon.write_config()
-        daemon.start(wait=False)
-    for daemon in daemons:
-        daemon.wait_notified("READY=1", timeout=30)
+    Cluster.start_together(daemons)
     wait_until(
         lambda: all(
             len(d.status()["connected"]) == 2 and all(p["agent_id"] for p in d.status()["peers"])

@@ -169,12 +169,7 @@ def test_agents_sharing_one_github_account_still_claim_exactly_once(
         cluster.add(name, executor={"command": recorder(ran)}, **github_settings(fake, TOKEN))
         for name in ("a", "b", "c")
     ]
-    for daemon in daemons:
-        daemon.settings["bootstrap"] = [d.address for d in daemons]
-        daemon.write_config()
-        daemon.start(wait=False)
-    for daemon in daemons:
-        daemon.wait_notified("READY=1", timeout=30)
+    Cluster.start_together(daemons)
     wait_until(lambda: all(closed(fake, n) for n in numbers), 60, "all done")
     for number in numbers:
         assert len(runs(ran, number)) == 1, number

@@ -79,12 +79,7 @@ def start(cluster: Cluster, project: FakeGitHub, model: ScriptedModel) -> list[D
         cluster.add("b", capabilities=["review"], extra=antennae),
         cluster.add("c", capabilities=["review"], extra=antennae),
     ]
-    for daemon in daemons:
-        daemon.settings["bootstrap"] = [d.address for d in daemons]
-        daemon.write_config()
-        daemon.start(wait=False)
-    for daemon in daemons:
-        daemon.wait_notified("READY=1", timeout=30)
+    Cluster.start_together(daemons)
     wait_until(
         lambda: all(len(d.status()["connected"]) == 2 for d in daemons), 20, "a meshed cluster"
     )
