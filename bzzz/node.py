@@ -460,11 +460,8 @@ class Node:
             log.exception("auditlog_record_failed", type=type)
             return
         durable.add_done_callback(lambda f: f.cancelled() or f.exception())
-        task = data.get("task")
-        if type in ("task_completed", "task_failed") and isinstance(task, str):
-            # Our own pull request: the reporter tells the mesh, which does not tell us.
-            self.tasks.board.reported(task, str(data.get("pull_request") or ""))
         if self.hub.listening:
+            task = data.get("task")
             self.hub.publish(
                 "audit",
                 {

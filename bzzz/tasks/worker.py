@@ -169,6 +169,7 @@ class Worker:
     async def _report(self) -> None:
         await self._reporter.report(self.holding, lambda: self._journal.save(self.holding))
         assert self.holding.result is not None
+        self._board.reported(self.holding.key, self.holding.pull_url)
         await self._enter(Phase.DONE if self.holding.result.success else Phase.FAILED)
         self._journal.forget(self.holding.key)
 

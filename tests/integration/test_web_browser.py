@@ -143,6 +143,9 @@ def test_the_pages_follow_a_task_and_its_conversation_live(
     for stage in ("announced", "claimed", "running", "reporting", "done"):
         assert stage in stages, f"{stage} on the timeline: {stages}"
     assert page.locator('#transcript li[data-kind="tool"]').count() >= 3
+    (pull,) = fake.pulls(REPO)
+    href = page.locator("p.links a", has_text="pull request").get_attribute("href")
+    assert href and href.endswith(f"/pull/{pull['number']}"), "our own pull request, linked"
     assert "python3 -m unittest -q" in page.inner_text("#transcript")
     page.screenshot(path=str(shots / "task.png"), full_page=True)
 
