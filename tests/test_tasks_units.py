@@ -145,6 +145,23 @@ async def test_a_command_past_its_time_is_stopped_with_its_children(tmp_path: Pa
     assert not running(child), "the command's child survived"
 
 
+async def test_a_run_keeps_its_exit_status_beside_its_tree_unless_we_stopped_it(tmp_path: Path):
+    """What a restart reads to tell a run that ended unseen from one cut short."""
+    from bzzz.tasks.executor import ended_run
+
+    tree = tmp_path / "run" / "tree"
+    tree.mkdir(parents=True)
+    env = dict(os.environ)
+    ended = await run_command(["sh", "-c", "exit 3"], {}, tree, env, 10, record_exit=True)
+    assert ended.exit_code == 3 and ended_run(tree) == 3
+    graceful = "trap 'sleep 0.3; touch cleaned; exit 0' TERM; sleep 30 & wait"
+    stopped = await run_command(["sh", "-c", graceful], {}, tree, env, 0.5, record_exit=True)
+    assert stopped.timed_out and (tree / "cleaned").exists(), "the command kept its grace"
+    assert ended_run(tree) is None, "a run we stopped did not end by itself"
+    await run_command(["sh", "-c", "exit 0"], {}, tree, env, 10)
+    assert ended_run(tree) is None, "only the task command's run is recorded"
+
+
 def running(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from bzzz.peers import PeerTable
 from bzzz.tasks.board import TaskBoard
 from bzzz.tasks.claims import Claimer, Signer, Verifier
 from bzzz.tasks.execution import Execution
-from bzzz.tasks.executor import kill_leftovers
+from bzzz.tasks.executor import kill_leftovers, workdir_of
 from bzzz.tasks.github import GitHub, GitHubError, Refused
 from bzzz.tasks.journal import Holding, Journal
 from bzzz.tasks.model import Guidance, Phase, Task
@@ -246,22 +247,41 @@ class TaskCoordinator:
 
     def _resume(self) -> None:
         """What the journal holds from before a restart: a task in `reporting` is reported
-        (its work ran; it is never run again); one earlier in its life is released."""
+        (its work ran; it is never run again); so is one whose command ended while the node
+        was down; one earlier in its life is released."""
         for holding in self.journal.load():
             if holding.phase is Phase.REPORTING:
                 log.info("task_resumed", task=holding.key, phase=holding.phase.value)
                 self._start_worker(holding)
             elif holding.phase.working:
                 killed = kill_leftovers(holding.nonce)  # the cut-short run must not go on
-                log.info(
-                    "task_interrupted",
-                    task=holding.key,
-                    phase=holding.phase.value,
-                    processes_killed=killed,
-                )
-                self._spawn(self._give_back(holding), f"release {holding.key}")
+                self._spawn(self._pick_up(holding, killed), f"resume {holding.key}")
             else:
                 self.journal.forget(holding.key)
+
+    async def _pick_up(self, holding: Holding, killed: int) -> None:
+        """A task that was working when the node stopped: reported if its run had ended,
+        else given back. Its work directory goes either way."""
+        assert self._execution is not None
+        workdir = workdir_of(self._workdir, holding.task, holding.nonce)
+        try:
+            if holding.phase is Phase.RUNNING:
+                holding.result = await self._execution.ended_unseen(holding, workdir)
+        finally:
+            shutil.rmtree(workdir.parent, ignore_errors=True)
+        if holding.result is not None:
+            holding.phase = Phase.REPORTING  # on disk before the first write that reports it
+            self.journal.save(holding)
+            log.info("task_resumed", task=holding.key, phase=holding.phase.value)
+            self._start_worker(holding)
+            return
+        log.info(
+            "task_interrupted",
+            task=holding.key,
+            phase=holding.phase.value,
+            processes_killed=killed,
+        )
+        await self._give_back(holding)
 
     def _spawn(self, job: Coroutine[Any, Any, None], what: str) -> None:
         if self._group is None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the agent and its model client are imported only where they
 
 from bzzz.config import ExecutorConfig, LlmConfig
 from bzzz.sandbox import Sandbox
-from bzzz.tasks.executor import CommandRun, git, git_dir, run_command, task_env
+from bzzz.tasks.executor import CommandRun, ended_run, git, git_dir, run_command, task_env
 from bzzz.tasks.github import GitHub, GitHubError
 from bzzz.tasks.journal import Holding, Result
 from bzzz.tasks.model import Guidance, Task
@@ -121,6 +121,7 @@ class Execution:
             self._env_for(holding, workdir),
             self._cfg.timeout,
             self.sandbox,
+            record_exit=True,
         )
         log.info(
             "task_ran",
@@ -129,14 +130,32 @@ class Execution:
             timed_out=run.timed_out,
             seconds=round(run.duration_s, 1),
         )
+        return await self._command_result(holding, workdir, run, summary(run))
+
+    async def ended_unseen(self, holding: Holding, workdir: Path) -> Result | None:
+        """The result of a task command that ended while its daemon was down (or dying), from
+        the exit status its run left beside `workdir`; None if it was cut short."""
+        code = ended_run(workdir) if self._cfg.kind == "command" else None
+        if code is None:
+            return None
+        log.info("task_ran_unseen", task=holding.key, exit_code=code)
+        run = CommandRun(code, "", 0.0)
+        return await self._command_result(
+            holding, workdir, run, f"exit status {code} (its output was lost in a restart)"
+        )
+
+    async def _command_result(
+        self, holding: Holding, workdir: Path, run: CommandRun, told: str
+    ) -> Result:
         if run.success and holding.branch:
-            await self._commit(workdir, task, "")  # what the command left uncommitted
-            problem = await self._push(task, workdir, holding.branch)
+            await self._commit(workdir, holding.task, "")  # what the command left uncommitted
+            problem = await self._push(holding.task, workdir, holding.branch)
             if problem:
                 run = CommandRun(run.exit_code, run.output, run.duration_s, error=problem)
+                told = problem
         return Result(
             success=run.success,
-            summary=summary(run),
+            summary=told,
             output=self._github.redact(run.output[-RESULT_TAIL:]),
             exit_code=run.exit_code,
             seconds=round(run.duration_s, 1),

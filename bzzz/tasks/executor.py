@@ -11,6 +11,11 @@ the task is claimed again. The command dies with the daemon (`setpriv --pdeathsi
 util-linux), and what is left of a run (its children) is killed when the daemon starts again:
 every process of a run carries its nonce in `BZZZ_TASK_NONCE` (`kill_leftovers`). Under
 systemd, `KillMode=mixed` does the same for the whole unit.
+
+A run that ended just before its daemon died must not run again: the daemon would find it
+`running` in its journal and give it back. So the task command's exit status is written, beside
+its work tree, by a small shell that waits for it (`ended_run`), not by the daemon, whose own
+record of the end comes later (after it has read the output); the next start reports that run.
 """
 
 from __future__ import annotations
@@ -40,6 +45,13 @@ KILL_GRACE_S = 5.0
 # Runs the command with the parent-death signal set: it is killed when the daemon dies.
 DIE_WITH_DAEMON = (
     ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") is not None else []
+)
+# Waits for the command and writes its exit status to $1, unless the daemon stopped the run
+# (it wrote "stopped" there first). A SIGTERM is for the command (its process group gets it
+# too): the shell waits for it, so the command keeps its grace.
+RECORD_EXIT = (
+    'trap : TERM; file=$1; shift; "$@"; code=$?; [ -e "$file" ] || echo "$code" > "$file"; '
+    'exit "$code"'
 )
 # Not passed to the command: the daemon's own secrets.
 WITHHELD_ENV = (
@@ -93,13 +105,19 @@ async def run_command(
     env: Mapping[str, str],
     time_limit: float,
     sandbox: Sandbox | None = None,
+    *,
+    record_exit: bool = False,
 ) -> CommandRun:
     """Run `argv` in `workdir` (in `sandbox`, when given, with the run's git dir readable),
-    `task` as JSON on its stdin."""
+    `task` as JSON on its stdin; with `record_exit`, its exit status is kept (`ended_run`)."""
     if not _runnable(argv[0], workdir, env):
         return CommandRun(None, "", 0.0, error=f"cannot start {argv[0]}: not found")
     wrapped = sandbox.argv(argv, workdir, [git_dir(workdir)]) if sandbox else list(argv)
-    return await _run(argv[0], wrapped, task, workdir, env, time_limit)
+    exit_file = _exit_file(workdir) if record_exit else None
+    if exit_file is not None:
+        exit_file.unlink(missing_ok=True)
+        wrapped = ["sh", "-c", RECORD_EXIT, "sh", str(exit_file), *DIE_WITH_DAEMON, *wrapped]
+    return await _run(argv[0], wrapped, task, workdir, env, time_limit, exit_file)
 
 
 async def _run(
@@ -109,6 +127,7 @@ async def _run(
     workdir: Path,
     env: Mapping[str, str],
     time_limit: float,
+    exit_file: Path | None = None,
 ) -> CommandRun:
     started = time.monotonic()
     tail = OutputTail()
@@ -144,10 +163,10 @@ async def _run(
             await asyncio.gather(feed(), collect())
             code = await process.wait()
     except TimeoutError:
-        await _stop(process)
+        await _stop(process, exit_file)
         return CommandRun(None, tail.text(), time.monotonic() - started, timed_out=True)
     except asyncio.CancelledError:
-        await _stop(process)
+        await _stop(process, exit_file)
         raise
     return CommandRun(code, tail.text(), time.monotonic() - started)
 
@@ -158,7 +177,9 @@ def _runnable(program: str, workdir: Path, env: Mapping[str, str]) -> bool:
     return shutil.which(program, path=env.get("PATH", os.defpath)) is not None
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
+async def _stop(process: asyncio.subprocess.Process, exit_file: Path | None = None) -> None:
+    if exit_file is not None:
+        _mark_stopped(exit_file)
     for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
@@ -240,11 +261,35 @@ def kill_leftovers(nonce: str) -> int:
 def fresh_workdir(root: Path, task: Task, nonce: str) -> Path:
     """An empty work tree for one run: `<root>/<run>/tree`, beside it the run's git dir
     (`git_dir`). The worker removes `<root>/<run>` afterwards."""
-    run = root / f"{task.repository.replace('/', '_')}-{task.number}-{nonce}"
-    shutil.rmtree(run, ignore_errors=True)
-    (run / "tree").mkdir(parents=True, mode=0o750)
-    run.chmod(0o750)
-    return run / "tree"
+    tree = workdir_of(root, task, nonce)
+    shutil.rmtree(tree.parent, ignore_errors=True)
+    tree.mkdir(parents=True, mode=0o750)
+    tree.parent.chmod(0o750)
+    return tree
+
+
+def workdir_of(root: Path, task: Task, nonce: str) -> Path:
+    """Where the run of `nonce` has (or had) its work tree."""
+    return root / f"{task.repository.replace('/', '_')}-{task.number}-{nonce}" / "tree"
+
+
+def ended_run(workdir: Path) -> int | None:
+    """The exit status of the task command that ran in `workdir`, if it ended (read after a
+    restart: the run ended although its daemon did not see it)."""
+    try:
+        return int(_exit_file(workdir).read_text())
+    except (OSError, ValueError):
+        return None  # it did not end: it was cut short
+
+
+def _mark_stopped(exit_file: Path) -> None:
+    """Cut short by us: not a run that ended (its shell then leaves the file as it is)."""
+    with contextlib.suppress(OSError):
+        exit_file.write_text("stopped\n")
+
+
+def _exit_file(workdir: Path) -> Path:
+    return workdir.parent / "exit"  # outside the tree: the sandboxed work cannot write it
 
 
 def git_dir(workdir: Path) -> Path:

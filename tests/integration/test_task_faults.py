@@ -123,6 +123,49 @@ def test_a_claim_that_cannot_be_prepared_is_given_back_at_once(
     assert runs(tmp_path / "ran", number) == [daemon.peer_id]
 
 
+def test_a_run_that_ends_as_its_node_dies_is_reported_not_run_again(
+    cluster: Cluster, fake: FakeGitHub, tmp_path: Path
+):
+    """The command ends while its daemon is frozen, then the daemon is killed before it could
+    note the end: the next start reports that run (its exit status was kept beside the work
+    tree) instead of giving the task back to be run a second time."""
+    number = fake.create_issue(REPO, "Ends unseen", labels=["bzzz-task"])
+    ran, gate = tmp_path / "ran", tmp_path / "go"
+    daemon = cluster.add(
+        "a", executor={"command": gated_recorder(ran, gate)}, **github_settings(fake)
+    )
+    daemon.start()
+    wait_until(lambda: runs(ran, number, ".start"), 30, "the command started")
+    daemon.signal(signal.SIGSTOP)
+    gate.touch()
+    wait_until(lambda: runs(ran, number), 10, "the command ran to its end")
+    wait_until(lambda: not run_processes(daemon.peer_id), 10, "the run's processes ended")
+    daemon.signal(signal.SIGKILL)
+    daemon.wait_exit(5)
+    daemon.start()
+    wait_until(lambda: closed(fake, number), 30, "the issue closed")
+    assert runs(ran, number) == [daemon.peer_id] and runs(ran, number, ".start") == [daemon.peer_id]
+    assert markers(fake, number, "release") == []
+    assert len(markers(fake, number, "claim")) == 1
+    assert [m.split()[3] for m in markers(fake, number, "done")] == ["success"]
+    result = fake.comments(REPO, number)[-1]["body"]
+    assert "exit status 0 (its output was lost in a restart)" in result
+    assert "task_ran_unseen" in daemon.log()
+
+
+def run_processes(peer_id: str) -> list[int]:
+    """The live processes of a task run of the node `peer_id` (zombies have no environment)."""
+    marker = f"BZZZ_PEER_ID={peer_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 def test_a_holder_cut_off_from_github_stops_and_another_takes_over(
     cluster: Cluster, fake: FakeGitHub, tmp_path: Path
 ):

@@ -100,7 +100,7 @@ def test_forty_issues_five_daemons_faults_and_kills_each_executed_once(
     for daemon in daemons:
         daemon.signal(signal.SIGTERM)
     for daemon in daemons:
-        assert daemon.wait_exit(30) == 0
+        assert daemon.wait_exit(30) == 0, daemon.log()[-4000:]
     for number in numbers:
         assert standing_claims(fake, number) == [], f"issue {number}"
     lost = [r for r in fake.requests if r["status"] in (None, 502)]
