@@ -267,6 +267,8 @@ class TaskCoordinator:
         try:
             if holding.phase is Phase.RUNNING:
                 holding.result = await self._execution.ended_unseen(holding, workdir)
+        except Exception:  # its push, say: the task goes back rather than stay claimed
+            log.exception("task_resume_failed", task=holding.key)
         finally:
             shutil.rmtree(workdir.parent, ignore_errors=True)
         if holding.result is not None:
