@@ -40,6 +40,7 @@ from bzzz.p2p.addresses import dialable
 from bzzz.peers import PeerRecord, PeerTable
 from bzzz.presence import Presence
 from bzzz.sandbox import Limits, Sandbox
+from bzzz.stacks import innermost_line
 from bzzz.systemd import Notifier
 from bzzz.tasks.board import STAGES, Known
 from bzzz.tasks.coordinator import TaskCoordinator
@@ -355,7 +356,12 @@ class Node:
         self.request_stop()
 
     def _stop_overdue(self) -> None:
-        log.error("node_stop_overdue", deadline_s=STOP_DEADLINE)
+        still = [
+            f"{task.get_name()} at {innermost_line(task.get_coro())}"
+            for task in asyncio.all_tasks()
+            if not task.done()
+        ]
+        log.error("node_stop_overdue", deadline_s=STOP_DEADLINE, still_running=sorted(still))
         os._exit(1)
 
     async def _watch_host(self) -> None:

@@ -175,3 +175,33 @@ def test_fit_bounds_any_data_below_the_entry_limit(value, padding):
 def test_a_malformed_record_is_an_entry_error_whatever_it_holds(raw):
     with pytest.raises(EntryError):
         SignedEntry.from_record(raw)
+
+
+async def test_a_pull_cancelled_as_its_read_completes_is_cancelled(tmp_path):
+    """Python 3.11's asyncio.wait_for swallowed a cancellation that arrived in the same loop
+    step as the read it waited for (gh-86296): the replicator's loop then ran on, and the node's
+    stop waited for it until its deadline (exit status 1)."""
+    from bzzz.auditlog.replication import Replicator
+
+    class ClosingStream:
+        """A peer's stream whose next line (its end) arrives exactly when we are cancelled."""
+
+        def __init__(self) -> None:
+            self.line: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def write(self, data: bytes) -> None:
+            return None
+
+        async def readline(self, limit: int) -> bytes:
+            return await self.line
+
+    stream = ClosingStream()
+    replicator = Replicator(None, None, tmp_path, None)  # type: ignore[arg-type]
+    asking = asyncio.ensure_future(replicator._ask(stream, "author", 1))  # type: ignore[arg-type]
+    for _ in range(3):
+        await asyncio.sleep(0)  # the pull waits for its line
+    stream.line.set_result(b"")  # the peer closed: "mid-answer" is what the pull would say
+    asking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asking
+    replicator._pool.shutdown()

@@ -66,6 +66,28 @@ async def test_calls_in_flight_when_trio_stops_fail_instead_of_hanging():
         await guest.call(trio.sleep, 0)
 
 
+async def test_a_trio_task_deaf_to_cancellation_cannot_hold_the_stop(monkeypatch):
+    """The node's stop is bounded: after STOP_TIMEOUT_S it goes on, saying what still ran."""
+    monkeypatch.setattr("bzzz.p2p._guest.STOP_TIMEOUT_S", 0.3)
+    release = trio.Event()
+
+    async def deaf(stop: trio.Event, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await stop.wait()
+        with trio.CancelScope(shield=True):
+            await release.wait()
+
+    guest = TrioGuest()
+    await guest.start(deaf)
+    try:
+        stuck = await asyncio.wait_for(guest.stop(), 5)
+        assert len(stuck) == 1 and stuck[0].endswith(" deaf") and "test_p2p_guest.py:" in stuck[0]
+    finally:
+        guest._token.run_sync_soon(release.set)
+        await guest.wait_done()
+    assert await guest.stop() == []
+
+
 async def test_a_failing_start_raises_in_asyncio():
     async def broken(stop, task_status=trio.TASK_STATUS_IGNORED):
         raise OSError("cannot listen")

@@ -172,7 +172,8 @@ class Replicator:
         """Answer requests on one stream until the asker closes it (or breaks the protocol)."""
         try:
             while True:
-                line = await asyncio.wait_for(stream.readline(MAX_LINE), READ_TIMEOUT)
+                async with asyncio.timeout(READ_TIMEOUT):  # never wait_for: see _ask
+                    line = await stream.readline(MAX_LINE)
                 if not line and stream.at_end:
                     return
                 try:
@@ -269,7 +270,10 @@ class Replicator:
         await stream.write(_line({"author": author, "from": start, "limit": BATCH}))
         entries: list[SignedEntry] = []
         while True:
-            line = await asyncio.wait_for(stream.readline(MAX_LINE), READ_TIMEOUT)
+            # Not wait_for: in Python 3.11 it swallows a cancellation that arrives as the read
+            # completes (gh-86296), and the node's stop then waited for this loop forever.
+            async with asyncio.timeout(READ_TIMEOUT):
+                line = await stream.readline(MAX_LINE)
             if not line:
                 raise StreamError("the peer closed the stream mid-answer")
             if line.startswith(b'{"end"') or line.startswith(b'{"error"'):

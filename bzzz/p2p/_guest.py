@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import trio
 from outcome import Outcome
 
+from bzzz.stacks import innermost_line
+
 T = TypeVar("T")
+
+STOP_TIMEOUT_S = 5.0
 
 
 class GuestStopped(RuntimeError):
@@ -97,14 +102,41 @@ class TrioGuest:
         assert self._done is not None, "not started"
         await asyncio.shield(self._done)
 
-    async def stop(self) -> None:
-        """Ask `main` to return, cancel what is still running, and wait for the end."""
+    async def stop(self) -> list[str]:
+        """Ask `main` to return, cancel what is still running, and wait for the end, at most
+        `STOP_TIMEOUT_S`: a trio task deaf to cancellation must not hold the node's stop (the
+        process's exit closes its sockets). Returns where the tasks still running were."""
         if self._done is None:
-            return
+            return []
         if self._token is not None and self._stop is not None and not self._done.done():
             with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(self._stop.set)
-        await asyncio.wait([self._done])
+        done, _ = await asyncio.wait([self._done], timeout=STOP_TIMEOUT_S)
+        if done:
+            return []
+        return await self._where_tasks_are()
+
+    async def _where_tasks_are(self) -> list[str]:
+        """Each running trio task and the line it waits at (to say what did not stop)."""
+        assert self._loop is not None and self._token is not None
+        loop = self._loop
+        found: asyncio.Future[list[str]] = loop.create_future()
+
+        def look() -> None:
+            tasks = _leaf_tasks(trio.lowlevel.current_root_task())
+            places = [place for place in map(_place, tasks) if place is not None]
+            if not found.done():
+                found.set_result(places)  # trio's callbacks run in the asyncio loop's thread
+
+        try:
+            self._token.run_sync_soon(look)
+        except trio.RunFinishedError:
+            return []
+        try:
+            async with asyncio.timeout(1.0):
+                return await found
+        except TimeoutError:
+            return ["(trio did not answer)"]
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run `fn(*args)` in trio and return its result; cancelling the caller cancels it."""
@@ -146,6 +178,22 @@ class TrioGuest:
             with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(scope.cancel)
             raise
+
+
+def _leaf_tasks(task: trio.lowlevel.Task | None) -> list[trio.lowlevel.Task]:
+    if task is None:
+        return []
+    children = [child for nursery in task.child_nurseries for child in nursery.child_tasks]
+    if not children:
+        return [task]
+    return [leaf for child in children for leaf in _leaf_tasks(child)]
+
+
+def _place(task: trio.lowlevel.Task) -> str | None:
+    """`task`'s name and the innermost line of its coroutine chain outside trio itself (None
+    for trio's own tasks)."""
+    where = innermost_line(task.coro, skip=f"{os.sep}trio{os.sep}")
+    return None if where is None else f"{task.name} at {where}"
 
 
 def _single(exc: BaseException) -> BaseException:

@@ -412,7 +412,9 @@ class Host:
         await self._guest.start(self._trio_main)
 
     async def stop(self) -> None:
-        await self._guest.stop()
+        stuck = await self._guest.stop()
+        if stuck:
+            log.error("p2p_stop_overdue", still_running=stuck)
 
     async def wait_done(self) -> None:
         """Return (or raise) when the libp2p side ends; it should only end by `stop`."""

@@ -184,7 +184,8 @@ async def _stop(process: asyncio.subprocess.Process, exit_file: Path | None = No
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
         try:
-            await asyncio.wait_for(process.wait(), wait)
+            async with asyncio.timeout(wait):
+                await process.wait()
             return
         except TimeoutError:
             continue
