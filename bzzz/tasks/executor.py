@@ -243,8 +243,19 @@ async def git(
 def kill_leftovers(nonce: str) -> int:
     """Kill what is left of the run of `nonce` (processes of ours whose environment carries
     BZZZ_TASK_NONCE=<nonce>); return how many."""
-    marker = f"BZZZ_TASK_NONCE={nonce}".encode()
     killed = 0
+    for pid in processes_with(f"BZZZ_TASK_NONCE={nonce}"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+    return killed
+
+
+def processes_with(variable: str) -> list[int]:
+    """The live processes (zombies have no environment) other than this one whose environment
+    holds `variable` (`NAME=value`)."""
+    marker = variable.encode()
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -253,10 +264,8 @@ def kill_leftovers(nonce: str) -> int:
         except OSError:
             continue  # gone, or not ours
         if marker in environ.split(b"\0"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-    return killed
+            found.append(int(entry.name))
+    return found
 
 
 def fresh_workdir(root: Path, task: Task, nonce: str) -> Path:

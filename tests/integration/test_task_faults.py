@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from bzzz.messages import COORDINATION_TOPIC
+from bzzz.tasks.executor import processes_with
 from tests.fakes.github import FakeGitHub
 from tests.integration.github_world import (
     REPO,
@@ -139,7 +140,8 @@ def test_a_run_that_ends_as_its_node_dies_is_reported_not_run_again(
     daemon.signal(signal.SIGSTOP)
     gate.touch()
     wait_until(lambda: runs(ran, number), 10, "the command ran to its end")
-    wait_until(lambda: not run_processes(daemon.peer_id), 10, "the run's processes ended")
+    its_run = f"BZZZ_PEER_ID={daemon.peer_id}"
+    wait_until(lambda: not processes_with(its_run), 10, "the run's processes ended")
     daemon.signal(signal.SIGKILL)
     daemon.wait_exit(5)
     daemon.start()
@@ -151,19 +153,6 @@ def test_a_run_that_ends_as_its_node_dies_is_reported_not_run_again(
     result = fake.comments(REPO, number)[-1]["body"]
     assert "exit status 0 (its output was lost in a restart)" in result
     assert "task_ran_unseen" in daemon.log()
-
-
-def run_processes(peer_id: str) -> list[int]:
-    """The live processes of a task run of the node `peer_id` (zombies have no environment)."""
-    marker = f"BZZZ_PEER_ID={peer_id}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def test_a_holder_cut_off_from_github_stops_and_another_takes_over(
