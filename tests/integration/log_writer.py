@@ -2,6 +2,8 @@
 
 python -m tests.integration.log_writer ROOT PEER_ID SEED_HEX
 It appends until killed; the crash test kills it with SIGKILL at random moments.
+Logs go to stderr: stdout carries only the protocol the test reads (a kill that tears the
+last entry makes the next start log `auditlog_tail_cut`, which once broke that protocol).
 """
 
 import asyncio
@@ -12,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bzzz.auditlog.log import AuditLog, ChainWriter
 from bzzz.auditlog.segments import ChainStore
+from bzzz.logs import configure
 
 
 async def main(root: Path, author: str, seed: bytes) -> None:
@@ -27,4 +30,5 @@ async def main(root: Path, author: str, seed: bytes) -> None:
 
 
 if __name__ == "__main__":
+    configure("info", "console", {}, stream=sys.stderr)
     asyncio.run(main(Path(sys.argv[1]), sys.argv[2], bytes.fromhex(sys.argv[3])))
