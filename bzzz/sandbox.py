@@ -22,10 +22,28 @@ commoncap `cap_ptrace_access_check`): not the daemon, its git, or another task's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+
+async def output_of(process: asyncio.subprocess.Process, time_limit: float) -> bytes | None:
+    """What `process` printed, or None if it outlived `time_limit`. A process left behind (a
+    timeout, a cancellation) is killed and reaped: one left to the garbage collector outlives
+    its event loop and raises there."""
+    try:
+        async with asyncio.timeout(time_limit):
+            output, _ = await process.communicate()
+            return output
+    except BaseException as exc:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        if isinstance(exc, TimeoutError):
+            return None
+        raise
 
 
 @dataclass(frozen=True)
@@ -117,12 +135,8 @@ class Sandbox:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        try:
-            async with asyncio.timeout(30):
-                output, _ = await process.communicate()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        output = await output_of(process, 30)
+        if output is None:
             return "the probe timed out"
         probe = scratch / "probe"
         worked = process.returncode == 0 and await asyncio.to_thread(probe.exists)

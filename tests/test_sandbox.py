@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from bzzz.sandbox import Limits, Sandbox
+from bzzz.sandbox import Limits, Sandbox, output_of
 from bzzz.tasks.executor import run_command
 
 # The system's Python, not the virtualenv's: a checkout under /tmp (as CI may clone it) is out
@@ -133,6 +135,8 @@ async def test_with_the_services_proc_other_processes_stay_out_of_reach(node, tm
         assert f"/proc/{daemon.pid}/environ: Permission denied" in output
     finally:
         busy.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await busy  # its sandbox is stopped and reaped before the loop closes
         daemon.kill()
         await daemon.wait()
 
@@ -142,3 +146,16 @@ def wait_for(predicate, timeout: float = 10) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+async def test_a_process_whose_reader_is_cancelled_is_killed_and_reaped():
+    process = await asyncio.create_subprocess_exec("sleep", "60", stdout=asyncio.subprocess.PIPE)
+    reader = asyncio.create_task(output_of(process, 60))
+    await asyncio.sleep(0)  # the reader is waiting on the process
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert process.returncode == -signal.SIGKILL
+    timed_out = await asyncio.create_subprocess_exec("sleep", "60", stdout=asyncio.subprocess.PIPE)
+    assert await output_of(timed_out, 0.1) is None
+    assert timed_out.returncode == -signal.SIGKILL

@@ -35,7 +35,7 @@ from typing import Any
 
 import structlog
 
-from bzzz.sandbox import Sandbox
+from bzzz.sandbox import Sandbox, output_of
 from bzzz.tasks.model import Task
 
 log = structlog.get_logger(__name__)
@@ -230,12 +230,8 @@ async def git(
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})},
     )
-    try:
-        async with asyncio.timeout(time_limit):
-            output, _ = await process.communicate()
-    except TimeoutError:
-        process.kill()
-        await process.wait()
+    output = await output_of(process, time_limit)
+    if output is None:
         return 124, "git timed out"
     return process.returncode or 0, output.decode(errors="replace")
 
