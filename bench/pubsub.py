@@ -164,13 +164,19 @@ async def js_nodes(n: int) -> Nodes:
 
 
 async def wait_received(
-    nodes: Nodes, sender: str, targets: list[int], timeout: float
+    nodes: Nodes, sender: str, targets: list[int], stall: float
 ) -> tuple[bool, float]:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
+    """Wait until every node has its target, or until nothing new has arrived anywhere for
+    `stall` seconds: what is missing then is lost, not late (a mesh that is merely slow, as 6
+    nodes on 2 cores are in a burst, is not scored as losing)."""
+    started = last_progress = time.monotonic()
+    seen: list[int] = []
+    while time.monotonic() - last_progress < stall:
         got = await nodes.received(sender)
         if all(g >= want for g, want in zip(got, targets, strict=True)):
             return True, time.monotonic() - started
+        if got != seen:
+            seen, last_progress = got, time.monotonic()
         await asyncio.sleep(0.25)  # asking costs the nodes CPU too: not too often
     return False, time.monotonic() - started
 
@@ -218,7 +224,7 @@ async def measure(nodes: Nodes, idle_seconds: float) -> dict[str, Any]:
             for _ in range(burst):
                 await driver.publish(COORDINATION_TOPIC, progress(driver.peer_id, sent))
                 sent += 1
-            done, _ = await wait_received(nodes, driver.peer_id, [b + burst for b in base], 60)
+            done, _ = await wait_received(nodes, driver.peer_id, [b + burst for b in base], 15)
             took = time.monotonic() - started  # from the first publish to the last delivery
             got = [
                 min(burst, r - b)
